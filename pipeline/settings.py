@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     # --- where things live -------------------------------------------------------------
     data_dir: Path = Field(Path(".touchpoint"), description="Directory for all embedded data.")
     app_id: str = Field("touchpoint", description="faust application id (consumer group).")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
 
     # --- Kafka ------------------------------------------------------------------------
     kafka_bootstrap: str = Field(
@@ -42,6 +43,12 @@ class Settings(BaseSettings):
     kafka_sasl_username: str | None = Field(None, description="SASL user name.")
     kafka_sasl_password: SecretStr | None = Field(None, description="SASL password.")
     kafka_ssl_cafile: Path | None = Field(None, description="CA bundle for Kafka TLS.")
+    kafka_rebalance_timeout: float = Field(
+        5.0, gt=0, description="Seconds a rebalance waits for members (joins take this long)."
+    )
+    kafka_session_timeout: float = Field(
+        10.0, gt=0, description="Seconds without heartbeat before a worker is presumed dead."
+    )
     raw_topic: str = Field("touchpoints.raw", description="Public input topic, one event a message.")
     dlq_topic: str = Field("touchpoints.dlq", description="Dead-letter topic for rejected events.")
     topic_prefix: str = Field("touchpoint", description="Prefix of the internal topics.")

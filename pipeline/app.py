@@ -1,0 +1,17 @@
+"""faust entry point: ``faust -A pipeline.app worker`` (``touchpoint worker`` wraps it).
+
+Settings are read here, once, from the environment; everything below takes them as
+arguments.
+"""
+
+from __future__ import annotations
+
+from pipeline.faust_app import build_app
+from pipeline.logs import configure_logging
+from pipeline.settings import load_settings
+
+settings = load_settings()
+configure_logging(settings.log_level)
+app = build_app(settings)
+
+__all__ = ["app", "settings"]

@@ -1,0 +1,190 @@
+"""The faust wiring: app, topics and agents. Agents are thin: they turn faust events into
+plain records, call the pure stage functions, send the outputs, and only then let faust
+acknowledge the input (``take_events`` acks a batch after the loop body returns).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import faust
+from pydantic import ValidationError
+
+from pipeline.chclient import ClickHouseConfig, connect
+from pipeline.dedup import RecentIds
+from pipeline.ingest import IngestResult, RawMessage, ingest_batch
+from pipeline.kafka_config import KafkaConfig
+from pipeline.metrics import PipelineMetrics
+from pipeline.rows import DEAD_LETTER_COLUMNS, TOUCHPOINT_COLUMNS, dead_letter_row, touchpoint_row
+from pipeline.settings import Settings
+from pipeline.sink import ClickHouseSink, OffsetRanges, RetryPolicy, dedup_token
+from pipeline.validate import ValidationConfig, dead_letter
+from schemas.records import DeadLetter, FieldError, SourceRef, TouchpointBatch
+
+log = logging.getLogger("touchpoint.worker")
+
+
+@dataclass
+class Worker:
+    """Everything the agents share: config, metrics, sinks, the dedup window."""
+
+    settings: Settings
+    metrics: PipelineMetrics
+    validation: ValidationConfig
+    touchpoint_sink: ClickHouseSink
+    dead_letter_sink: ClickHouseSink
+    window: RecentIds = field(default_factory=RecentIds)
+
+
+def validation_config(settings: Settings) -> ValidationConfig:
+    return ValidationConfig(
+        hash_key=settings.pii_hash_key.get_secret_value().encode(),
+        hash_pii=settings.pii_mode == "hash",
+        max_bytes=settings.max_event_bytes,
+        placeholders=settings.placeholders,
+        phone_region=settings.default_phone_region,
+        max_future=timedelta(seconds=settings.max_future_seconds),
+    )
+
+
+def make_worker(settings: Settings, metrics: PipelineMetrics) -> Worker:
+    ch = ClickHouseConfig.from_settings(settings)
+    retry = RetryPolicy(max_delay=settings.sink_retry_max_seconds)
+
+    def factory() -> Any:
+        return connect(ch, compress=False, autogenerate_session_id=False)
+
+    return Worker(
+        settings=settings,
+        metrics=metrics,
+        validation=validation_config(settings),
+        touchpoint_sink=ClickHouseSink(factory, "touchpoints", TOUCHPOINT_COLUMNS, metrics, retry),
+        dead_letter_sink=ClickHouseSink(factory, "dead_letters", DEAD_LETTER_COLUMNS, metrics, retry),
+    )
+
+
+def _raw(event: Any) -> RawMessage:
+    msg = event.message
+    return RawMessage(msg.topic, msg.partition, msg.offset, event.value, msg.timestamp)
+
+
+def _record_ingest(worker: Worker, batch: Sequence[RawMessage], result: IngestResult, now: datetime) -> None:
+    m = worker.metrics
+    m.events_in.inc(len(batch))
+    m.events_valid.inc(sum(len(v) for v in result.valid.values()) + result.duplicates)
+    m.duplicates.inc(result.duplicates)
+    for dl in result.dead:
+        m.dead_lettered.labels(dl.reason, dl.stage).inc()
+    for channel, count in result.unknown_types.items():
+        m.unknown_event_types.labels(channel).inc(count)
+    stamps = [r.timestamp_ms for r in batch if r.timestamp_ms]
+    if stamps:
+        m.ingest_lag_seconds.set(max(0.0, now.timestamp() - min(stamps) / 1000))
+    newest = [tp.occurred_at for tps in result.valid.values() for tp in tps]
+    if newest:
+        m.newest_event_time.set(max(newest).timestamp())
+
+
+def build_app(settings: Settings, metrics: PipelineMetrics | None = None) -> faust.App:
+    """The faust app with its topics and agents, from explicit settings."""
+    metrics = metrics or PipelineMetrics.create()
+    kafka = KafkaConfig.from_settings(settings)
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{s}" for s in kafka.servers],
+        broker_credentials=kafka.faust_credentials(),
+        store="memory://",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        processing_guarantee="at_least_once",
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        producer_max_request_size=max(2 * settings.max_event_bytes, 4_000_000),
+        consumer_max_fetch_size=8 * 1024 * 1024,
+        broker_commit_interval=1.0,
+        web_bind=settings.worker_web_host,
+        web_host=settings.worker_web_host,
+        web_port=settings.worker_web_port,
+        web_in_thread=False,
+        datadir=str(settings.data_dir / "faust"),
+        broker_rebalance_timeout=settings.kafka_rebalance_timeout,
+        broker_session_timeout=settings.kafka_session_timeout,
+        broker_heartbeat_interval=1.0,
+    )
+    worker = make_worker(settings, metrics)
+    raw = app.topic(settings.raw_topic, key_type=bytes, value_type=bytes, value_serializer="raw", key_serializer="raw")
+    valid = app.topic(settings.topic("valid"), value_serializer="raw", key_serializer="raw", partitions=settings.partitions)
+    dlq = app.topic(settings.dlq_topic, value_serializer="raw", key_serializer="raw", partitions=settings.partitions)
+
+    async def send_all(result: IngestResult, now: datetime) -> None:
+        pending = []
+        for partition, records in result.valid.items():
+            body = TouchpointBatch(records=tuple(records), produced_at=now).model_dump_json()
+            pending.append(await valid.send(key=str(partition).encode(), value=body.encode(), partition=partition))
+        for dl in result.dead:
+            pending.append(await dlq.send(key=dl.event_id.encode() or None, value=dl.model_dump_json().encode(), partition=dl.src.partition % settings.partitions))
+        await asyncio.gather(*pending)  # delivered (acks=all) before the input is acked
+
+    @app.agent(raw, name="ingest")
+    async def ingest(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        async for events in stream.take_events(settings.batch_max_events, settings.batch_max_seconds):
+            batch = [_raw(e) for e in events]
+            now = datetime.now(UTC)
+            result = ingest_batch(batch, now, worker.validation, worker.window)
+            _record_ingest(worker, batch, result, now)
+            await send_all(result, now)
+            yield None
+
+    @app.agent(valid, name="sink-touchpoints")
+    async def sink_touchpoints(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        per_take = max(1, settings.sink_max_rows // settings.batch_max_events)
+        async for events in stream.take_events(per_take, settings.sink_max_seconds):
+            rows, ranges, bad = [], OffsetRanges(), []
+            for event in events:
+                msg = event.message
+                ranges.add(msg.partition, msg.offset)
+                try:
+                    batch = TouchpointBatch.model_validate_json(event.value)
+                except ValidationError as exc:
+                    bad.append(_undecodable(_raw(event), "sink-touchpoints", exc))
+                    continue
+                rows.extend(touchpoint_row(tp) for tp in batch.records)
+            await worker.touchpoint_sink.write(rows, dedup_token(valid.get_topic_name(), ranges.ranges))
+            for dl in bad:
+                await (await dlq.send(value=dl.model_dump_json().encode()))
+            yield None
+
+    @app.agent(dlq, name="sink-dead-letters")
+    async def sink_dead_letters(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        async for events in stream.take_events(settings.sink_max_rows, settings.sink_max_seconds):
+            rows, ranges = [], OffsetRanges()
+            for event in events:
+                ranges.add(event.message.partition, event.message.offset)
+                try:
+                    dl = DeadLetter.model_validate_json(event.value)
+                except ValidationError as exc:
+                    dl = _undecodable(_raw(event), "sink-dead-letters", exc)
+                rows.append(dead_letter_row(dl))
+            await worker.dead_letter_sink.write(rows, dedup_token(dlq.get_topic_name(), ranges.ranges))
+            yield None
+
+    from pipeline.worker_web import install_web
+
+    install_web(app, worker)
+    return app
+
+
+def _undecodable(msg: RawMessage, stage: str, exc: Exception) -> DeadLetter:
+    src = SourceRef(topic=msg.topic, partition=msg.partition, offset=msg.offset)
+    error = FieldError(path="$", message=f"undecodable internal message: {exc.errors()[0]['msg'] if isinstance(exc, ValidationError) else exc}", value=repr((msg.value or b"")[:80]))
+    return dead_letter("stage_error", [error], msg.value or b"", src, datetime.now(UTC), stage=stage)
+
+
+__all__ = ["Worker", "build_app", "make_worker", "validation_config"]
+

@@ -1,0 +1,82 @@
+"""All Prometheus metrics of a worker in one injectable bundle, with explicit buckets.
+
+Create one :class:`PipelineMetrics` per process (or per test, on its own registry) and
+pass it to whatever records.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BATCH_SIZE_BUCKETS = (1, 10, 50, 100, 500, 1_000, 2_000, 5_000, 10_000, 20_000)
+
+
+@dataclass(frozen=True)
+class PipelineMetrics:
+    registry: CollectorRegistry
+    events_in: Counter
+    events_valid: Counter
+    dead_lettered: Counter
+    duplicates: Counter
+    unknown_event_types: Counter
+    rows_written: Counter
+    insert_errors: Counter
+    sink_batch_seconds: Histogram
+    sink_batch_rows: Histogram
+    sink_retrying: Gauge
+    consumer_lag: Gauge
+    newest_event_time: Gauge
+    ingest_lag_seconds: Gauge
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry | None = None) -> PipelineMetrics:
+        reg = registry if registry is not None else CollectorRegistry()
+        return cls(
+            registry=reg,
+            events_in=Counter("touchpoint_events_in", "Raw messages consumed.", registry=reg),
+            events_valid=Counter("touchpoint_events_valid", "Events that passed validation.", registry=reg),
+            dead_lettered=Counter(
+                "touchpoint_dead_lettered", "Messages dead-lettered.", ["reason", "stage"], registry=reg
+            ),
+            duplicates=Counter("touchpoint_duplicates", "Repeated event_ids dropped.", registry=reg),
+            unknown_event_types=Counter(
+                "touchpoint_unknown_event_types",
+                "Accepted events whose type is outside the catalogue.",
+                ["channel"],
+                registry=reg,
+            ),
+            rows_written=Counter(
+                "touchpoint_rows_written", "Rows inserted into ClickHouse.", ["table"], registry=reg
+            ),
+            insert_errors=Counter(
+                "touchpoint_insert_errors", "Failed ClickHouse inserts.", ["table", "code"], registry=reg
+            ),
+            sink_batch_seconds=Histogram(
+                "touchpoint_sink_batch_seconds", "Time of one ClickHouse insert.", ["table"],
+                buckets=LATENCY_BUCKETS, registry=reg,
+            ),
+            sink_batch_rows=Histogram(
+                "touchpoint_sink_batch_rows", "Rows per ClickHouse insert.", ["table"],
+                buckets=BATCH_SIZE_BUCKETS, registry=reg,
+            ),
+            sink_retrying=Gauge(
+                "touchpoint_sink_retrying", "1 while inserts into a table are being retried.",
+                ["table"], registry=reg,
+            ),
+            consumer_lag=Gauge(
+                "touchpoint_consumer_lag", "Messages not yet read, per topic partition.",
+                ["topic", "partition"], registry=reg,
+            ),
+            newest_event_time=Gauge(
+                "touchpoint_newest_event_time_seconds", "occurred_at of the newest event seen.",
+                registry=reg,
+            ),
+            ingest_lag_seconds=Gauge(
+                "touchpoint_ingest_lag_seconds",
+                "Seconds between an event's arrival at the broker and its validation (last batch).",
+                registry=reg,
+            ),
+        )  # fmt: skip

@@ -1,0 +1,72 @@
+"""Records to ClickHouse rows: one column list and one row function per table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from schemas.records import DeadLetter, Touchpoint
+
+TOUCHPOINT_COLUMNS = (
+    "event_id", "occurred_at", "received_at", "channel", "event_type", "known_type", "stage",
+    "customer_id", "journey_id", "identifiers", "anonymous_id", "user_id", "email", "phone",
+    "chat_visitor_id", "crm_id", "properties", "extra", "revenue", "currency", "campaign",
+    "order_id", "conversation_id", "call_id", "topic", "wait_seconds", "duration_seconds",
+    "outcome", "csat", "nps", "schema_version", "source", "dropped_identifiers", "src_topic",
+    "src_partition", "src_offset", "version",
+)  # fmt: skip
+
+DEAD_LETTER_COLUMNS = (
+    "failed_at", "reason", "stage", "event_id", "error_paths", "error_messages", "error_values",
+    "error_text", "original", "original_size", "src_topic", "src_partition", "src_offset",
+)  # fmt: skip
+
+
+def _text(props: dict[str, Any], *keys: str) -> str:
+    for key in keys:
+        value = props.get(key)
+        if value is not None:
+            return str(value)
+    return ""
+
+
+def _number(props: dict[str, Any], key: str) -> float | None:
+    value = props.get(key)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _small(props: dict[str, Any], key: str) -> int | None:
+    value = props.get(key)
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def touchpoint_row(tp: Touchpoint, version: int = 1) -> list[Any]:
+    """One ``touchpoints`` row, in :data:`TOUCHPOINT_COLUMNS` order."""
+    ids, props = tp.identifiers, tp.properties
+    outcome = props.get("outcome")
+    return [
+        tp.event_id, tp.occurred_at, tp.received_at, tp.channel, tp.event_type, tp.known_type,
+        tp.stage, tp.customer_id, tp.journey_id, ids, ids.get("anonymous_id", ""),
+        ids.get("user_id", ""), ids.get("email", ""), ids.get("phone", ""),
+        ids.get("chat_visitor_id", ""), ids.get("crm_id", ""),
+        orjson.dumps(props).decode(), orjson.dumps(tp.extra).decode() if tp.extra else "",
+        _number(props, "revenue"), _text(props, "currency"),
+        _text(props, "utm_campaign", "campaign", "campaign_id"), _text(props, "order_id"),
+        _text(props, "conversation_id"), _text(props, "call_id"), _text(props, "topic", "queue"),
+        _number(props, "wait_seconds"), _number(props, "duration_seconds"),
+        outcome if isinstance(outcome, str) else ("resolved" if props.get("resolved") is True else ""),
+        _small(props, "csat"), _small(props, "nps"), tp.schema_version, tp.source or "",
+        list(tp.dropped_identifiers), tp.src.topic, tp.src.partition, tp.src.offset, version,
+    ]  # fmt: skip
+
+
+def dead_letter_row(dl: DeadLetter) -> list[Any]:
+    """One ``dead_letters`` row, in :data:`DEAD_LETTER_COLUMNS` order."""
+    errors = dl.errors
+    return [
+        dl.failed_at, dl.reason, dl.stage, dl.event_id,
+        [e.path for e in errors], [e.message for e in errors], [e.value for e in errors],
+        "; ".join(f"{e.path}: {e.message} (got {e.value})" for e in errors),
+        dl.original, len(dl.original), dl.src.topic, dl.src.partition, dl.src.offset,
+    ]  # fmt: skip

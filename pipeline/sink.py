@@ -1,0 +1,122 @@
+"""Stage 3, sink: batched ClickHouse inserts that retry until they succeed.
+
+An insert carries an explicit ``insert_deduplication_token`` built from the Kafka offsets
+it holds, so a retried or replayed batch is stored once. The caller acknowledges the
+messages only after :meth:`ClickHouseSink.write` returns, so no offset is committed past
+the last successful insert; while ClickHouse is down the call keeps retrying with backoff,
+the stream stops pulling, and consumption pauses by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError as DriverError
+
+from pipeline.chclient import error_code, translate
+from pipeline.metrics import PipelineMetrics
+
+log = logging.getLogger("touchpoint.sink")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    first_delay: float = 0.2
+    max_delay: float = 30.0
+    factor: float = 2.0
+
+    def delays(self) -> Iterable[float]:
+        delay = self.first_delay
+        while True:
+            yield delay
+            delay = min(self.max_delay, delay * self.factor)
+
+
+def dedup_token(topic: str, ranges: dict[int, tuple[int, int]]) -> str:
+    """Token naming exactly the offsets an insert holds: ``topic|p:first-last,...``."""
+    parts = ",".join(f"{p}:{a}-{b}" for p, (a, b) in sorted(ranges.items()))
+    return f"{topic}|{parts}"
+
+
+class OffsetRanges:
+    """First and last offset per partition of the messages in one batch."""
+
+    def __init__(self) -> None:
+        self.ranges: dict[int, tuple[int, int]] = {}
+
+    def add(self, partition: int, offset: int) -> None:
+        first, last = self.ranges.get(partition, (offset, offset))
+        self.ranges[partition] = (min(first, offset), max(last, offset))
+
+
+class ClickHouseSink:
+    """Inserts rows into one table; retries transient and persistent failures alike."""
+
+    def __init__(
+        self,
+        client_factory: Callable[[], Client],
+        table: str,
+        columns: Sequence[str],
+        metrics: PipelineMetrics,
+        retry: RetryPolicy = RetryPolicy(),
+    ) -> None:
+        self._factory = client_factory
+        self._client: Client | None = None
+        self.table = table
+        self.columns = list(columns)
+        self.metrics = metrics
+        self.retry = retry
+        self.healthy = True
+        self.last_error: str = ""
+
+    def _insert(self, rows: list[list[Any]], token: str) -> None:
+        if self._client is None:
+            self._client = self._factory()
+        self._client.insert(
+            self.table,
+            rows,
+            column_names=self.columns,
+            settings={"insert_deduplication_token": token},
+        )
+
+    async def write(self, rows: list[list[Any]], token: str) -> None:
+        """Insert ``rows`` once; returns only when ClickHouse has them."""
+        if not rows:
+            return
+        for delay in self.retry.delays():
+            started = time.perf_counter()
+            try:
+                await asyncio.to_thread(self._insert, rows, token)
+            except (DriverError, OSError) as exc:
+                self._on_failure(exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            self._on_success(len(rows), time.perf_counter() - started)
+            return
+
+    def _on_success(self, count: int, seconds: float) -> None:
+        m = self.metrics
+        m.sink_batch_seconds.labels(self.table).observe(seconds)
+        m.sink_batch_rows.labels(self.table).observe(count)
+        m.rows_written.labels(self.table).inc(count)
+        if not self.healthy:
+            log.warning("sink %s: ClickHouse insert succeeded again", self.table)
+        self.healthy = True
+        self.last_error = ""
+        m.sink_retrying.labels(self.table).set(0)
+
+    def _on_failure(self, exc: BaseException, delay: float) -> None:
+        self._client = None  # reconnect on the next try
+        error = translate(exc, stage=f"sink {self.table}") if isinstance(exc, DriverError) else exc
+        code = error_code(exc)
+        self.metrics.insert_errors.labels(self.table, str(code or "none")).inc()
+        self.metrics.sink_retrying.labels(self.table).set(1)
+        self.healthy = False
+        self.last_error = str(error)
+        log.error("%s; retrying in %.1fs, consumption paused meanwhile", error, delay)
