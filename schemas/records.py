@@ -54,6 +54,8 @@ class SourceRef(Record):
     topic: str
     partition: int = Field(ge=0)
     offset: int = Field(ge=0)
+    timestamp: AwareDatetime | None = None
+    """The Kafka message timestamp (produce time), when there is one."""
 
 
 class Touchpoint(Record):

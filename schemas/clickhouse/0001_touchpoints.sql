@@ -4,6 +4,7 @@ CREATE TABLE IF NOT EXISTS touchpoints
 (
     event_id            String,
     occurred_at         DateTime64(3, 'UTC'),
+    produced_at         Nullable(DateTime64(3, 'UTC')),
     received_at         DateTime64(3, 'UTC'),
     ingested_at         DateTime64(3, 'UTC') DEFAULT now64(3),
     channel             LowCardinality(String),
