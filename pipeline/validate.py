@@ -8,8 +8,8 @@ import hashlib
 import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import lru_cache
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -122,11 +122,15 @@ def _decode(raw: bytes, cfg: ValidationConfig) -> tuple[Any, DeadLetterReason | 
     return data, None, ""
 
 
-def validate_message(raw: bytes, src: SourceRef, now: datetime, cfg: ValidationConfig) -> Touchpoint | DeadLetter:
+def validate_message(
+    raw: bytes, src: SourceRef, now: datetime, cfg: ValidationConfig
+) -> Touchpoint | DeadLetter:
     """Validate and normalise one raw message."""
     data, reason, message = _decode(raw, cfg)
     if reason is not None:
-        return dead_letter(reason, [FieldError(path="$", message=message, value=truncate(raw[:80]))], raw, src, now)
+        return dead_letter(
+            reason, [FieldError(path="$", message=message, value=truncate(raw[:80]))], raw, src, now
+        )
     event_id = data.get("event_id") if isinstance(data.get("event_id"), str) else ""
     ctx = ParseContext(
         now=now,

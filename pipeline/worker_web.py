@@ -1,11 +1,14 @@
 """The worker's HTTP endpoints on faust's web server: ``/metrics`` (Prometheus) and
-``/healthz`` (JSON, 503 when the sink is failing or the broker is unreachable), plus the
-timer that publishes consumer lag.
+``/healthz`` (JSON; 503 when a sink is failing, the broker is unreachable, or the broker
+lost data it had, as the memory-only embedded broker does when it restarts), plus the
+timer that asks the broker for high-water marks and publishes consumer lag.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -15,36 +18,69 @@ if TYPE_CHECKING:
 
     from pipeline.faust_app import Worker
 
-LAG_INTERVAL = 5.0
+log = logging.getLogger("touchpoint.health")
+PROBE_INTERVAL = 5.0
 BROKER_STALE_AFTER = 30.0
 
 
-def _consumer_lag(app: faust.App) -> dict[tuple[str, int], int]:
+@dataclass
+class BrokerHealth:
+    ok_at: float = field(default_factory=time.monotonic)
+    error: str = ""
+    lost_data: str = ""
+
+    def problems(self, now: float) -> list[str]:
+        found = []
+        if now - self.ok_at > BROKER_STALE_AFTER:
+            found.append(f"broker unreachable for {now - self.ok_at:.0f}s: {self.error}")
+        if self.lost_data:
+            found.append(self.lost_data)
+        return found
+
+
+async def probe_broker(app: faust.App, worker: Worker, health: BrokerHealth) -> None:
+    """One broker round trip: high-water marks of the assigned partitions, hence lag."""
     consumer = app.consumer
-    lag: dict[tuple[str, int], int] = {}
-    for tp in consumer.assignment():
-        high = consumer.highwater(tp)
-        read = consumer._read_offset.get(tp)  # faust keeps no public read position
-        if high is not None:
-            lag[(tp.topic, tp.partition)] = max(0, high - ((read + 1) if read is not None else 0))
-    return lag
+    tps = sorted(consumer.assignment())
+    read: dict[Any, int | None] = getattr(
+        consumer, "_read_offset", {}
+    )  # faust has no public reader position
+    try:
+        highs = await consumer.highwaters(*tps) if tps else {}
+    except Exception as exc:  # any broker failure: health goes red after BROKER_STALE_AFTER
+        health.error = f"{type(exc).__name__}: {exc}"
+        return
+    health.ok_at, health.error = time.monotonic(), ""
+    lost = [f"{tp.topic}[{tp.partition}]" for tp in tps if _went_back(read.get(tp), highs.get(tp))]
+    health.lost_data = (
+        f"broker lost data (restarted?): offsets went back on {', '.join(lost)}" if lost else ""
+    )
+    for tp in tps:
+        position = read.get(tp)
+        lag = highs.get(tp, 0) - ((position + 1) if position is not None else 0)
+        worker.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, lag))
+
+
+def _went_back(position: int | None, high: int | None) -> bool:
+    """The broker's end offset is below what we already read: it forgot records."""
+    return position is not None and high is not None and high <= position
 
 
 def install_web(app: faust.App, worker: Worker) -> None:
-    state: dict[str, Any] = {"broker_ok_at": time.monotonic(), "broker_error": ""}
+    health = BrokerHealth()
 
-    @app.timer(interval=LAG_INTERVAL)
+    def problems() -> list[str]:
+        sinks = [worker.touchpoint_sink, worker.dead_letter_sink]
+        found = [f"sink {s.table}: {s.last_error}" for s in sinks if not s.healthy]
+        found += health.problems(time.monotonic())
+        worker.metrics.healthy.set(0 if found else 1)
+        return found
+
+    @app.timer(interval=PROBE_INTERVAL)  # type: ignore[untyped-decorator]  # faust's decorator is untyped
     async def publish_lag() -> None:
-        try:
-            lag = _consumer_lag(app)
-            await app.consumer.topic_partitions(app.conf.id)  # cheap broker round trip
-        except Exception as exc:  # broker gone: health goes red after BROKER_STALE_AFTER
-            state["broker_error"] = f"{type(exc).__name__}: {exc}"
-            return
-        state["broker_ok_at"] = time.monotonic()
-        state["broker_error"] = ""
-        for (topic, partition), value in lag.items():
-            worker.metrics.consumer_lag.labels(topic, str(partition)).set(value)
+        await probe_broker(app, worker, health)
+        for problem in problems():
+            log.error("unhealthy: %s", problem)
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
@@ -53,10 +89,6 @@ def install_web(app: faust.App, worker: Worker) -> None:
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
-        sinks = [worker.touchpoint_sink, worker.dead_letter_sink]
-        broker_age = time.monotonic() - state["broker_ok_at"]
-        problems = [f"sink {s.table}: {s.last_error}" for s in sinks if not s.healthy]
-        if broker_age > BROKER_STALE_AFTER:
-            problems.append(f"broker unreachable for {broker_age:.0f}s: {state['broker_error']}")
-        body = {"status": "ok" if not problems else "failing", "problems": problems}
-        return web.json(body, status=200 if not problems else 503)
+        found = problems()
+        body = {"status": "failing" if found else "ok", "problems": found}
+        return web.json(body, status=503 if found else 200)

@@ -7,8 +7,8 @@ type by :mod:`schemas.properties`. Models are frozen; datetimes are timezone-awa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 import phonenumbers

@@ -48,7 +48,11 @@ def generated() -> dict[str, str]:
 
 
 def stale_files(out_dir: Path = OUT_DIR) -> list[str]:
-    return [n for n, text in generated().items() if not (out_dir / n).exists() or (out_dir / n).read_text() != text]
+    return [
+        n
+        for n, text in generated().items()
+        if not (out_dir / n).exists() or (out_dir / n).read_text() != text
+    ]
 
 
 def main(argv: list[str]) -> int:

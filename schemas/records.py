@@ -7,15 +7,15 @@ cost is paid once per batch, not once per event.
 
 from __future__ import annotations
 
-from datetime import datetime
 import base64
-from typing import Annotated, Any, Literal
+from datetime import datetime
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
 from schemas.events import Channel
 
-RECORD_VERSION = 1
+RECORD_VERSION: Final = 1
 
 DeadLetterReason = Literal[
     "too_large",

@@ -85,9 +85,14 @@ def test_unknown_type_on_known_channel_is_accepted_untyped() -> None:
 
 
 def test_placeholder_identifier_is_dropped_when_others_remain() -> None:
-    tp = accepted(event(identifiers={"email": "a@b.co", "anonymous_id": "undefined", "user_id": "0"}))
+    tp = accepted(
+        event(identifiers={"email": "a@b.co", "anonymous_id": "undefined", "user_id": "0"})
+    )
     assert set(tp.identifiers) == {"email"}
-    assert tp.dropped_identifiers == ("identifiers.anonymous_id='undefined'", "identifiers.user_id='0'")
+    assert tp.dropped_identifiers == (
+        "identifiers.anonymous_id='undefined'",
+        "identifiers.user_id='0'",
+    )
 
 
 def test_v2_event_with_added_optional_field_is_kept() -> None:
@@ -117,14 +122,22 @@ def test_v2_event_with_added_optional_field_is_kept() -> None:
         (event(channel="fax"), "invalid_value", "channel"),
         (event(channel=3), "invalid_value", "channel"),
         (event(identifiers={}), "placeholder_identifier", "identifiers"),
-        (event(identifiers={"email": "null", "anonymous_id": "[object Object]"}), "placeholder_identifier", "identifiers"),
+        (
+            event(identifiers={"email": "null", "anonymous_id": "[object Object]"}),
+            "placeholder_identifier",
+            "identifiers",
+        ),
         (event(identifiers="ada@example.com"), "wrong_type", "identifiers"),
         (event(identifiers={"email": "not-an-email"}), "invalid_value", "identifiers.email"),
         (event(identifiers={"phone": "12"}), "invalid_value", "identifiers.phone"),
         (event(identifiers={"fax": "123"}), "invalid_value", "identifiers.fax"),
         (event(properties=[1]), "wrong_type", "properties"),
         (event(properties={"revenue": "lots"}), "wrong_type", "properties.revenue"),
-        (event(event_type="review_submitted", properties={"rating": 6}), "invalid_value", "properties.rating"),
+        (
+            event(event_type="review_submitted", properties={"rating": 6}),
+            "invalid_value",
+            "properties.rating",
+        ),
         (event(schema_version="one"), "wrong_type", "schema_version"),
         (event(schema_version=3), "unsupported_schema_version", "schema_version"),
     ],

@@ -43,8 +43,16 @@ def test_ingest_batch_dedups_within_and_across_batches() -> None:
 
 
 def test_ingest_batch_dead_letters_bad_messages_with_coordinates() -> None:
-    result = ingest_batch([raw(0, "e1"), RawMessage("raw", 3, 9, b"oops"), RawMessage("raw", 3, 10, None)], NOW, CFG, RecentIds())
-    assert [(d.reason, d.src.partition, d.src.offset) for d in result.dead] == [("not_json", 3, 9), ("not_json", 3, 10)]
+    result = ingest_batch(
+        [raw(0, "e1"), RawMessage("raw", 3, 9, b"oops"), RawMessage("raw", 3, 10, None)],
+        NOW,
+        CFG,
+        RecentIds(),
+    )
+    assert [(d.reason, d.src.partition, d.src.offset) for d in result.dead] == [
+        ("not_json", 3, 9),
+        ("not_json", 3, 10),
+    ]
     assert result.valid[0][0].src.timestamp == datetime(2025, 11, 26, 12, 0, tzinfo=UTC)
 
 
@@ -57,7 +65,10 @@ def test_stage_bug_dead_letters_with_stage_name(monkeypatch: object) -> None:
     monkeypatch.setattr(ingest, "validate_message", boom)  # type: ignore[attr-defined]
     result = ingest_batch([raw(0, "e1")], NOW, CFG, RecentIds())
     assert result.dead[0].reason == "stage_error" and result.dead[0].stage == "validate"
-    assert "RuntimeError" in result.dead[0].errors[0].message and "kaput" in result.dead[0].errors[0].message
+    assert (
+        "RuntimeError" in result.dead[0].errors[0].message
+        and "kaput" in result.dead[0].errors[0].message
+    )
 
 
 def test_dedup_token_names_offsets_deterministically() -> None:
