@@ -178,3 +178,9 @@ def test_dead_letter_json_round_trips_original_bytes_as_base64() -> None:
 
 def test_json_schema_files_are_fresh() -> None:
     assert stale_files() == [], "run: python -m schemas.export"
+
+
+def test_configuration_doc_is_fresh() -> None:
+    from pipeline.settings_doc import DOC, render
+
+    assert DOC.read_text() == render(), "run: python -m pipeline.settings_doc"
