@@ -157,16 +157,20 @@ class EmbeddedTansu:
         assert last is not None
         raise last
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the broker (idempotent); SIGKILL if it does not exit within ``timeout``."""
+    def stop(self, grace: float = 1.0) -> None:
+        """Stop the broker (idempotent): SIGTERM, then SIGKILL after ``grace`` seconds.
+
+        (Tansu waits for connected clients before it exits on SIGTERM; with memory storage
+        there is nothing to lose by killing it.)
+        """
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
             process.terminate()
             try:
-                process.wait(timeout)
+                process.wait(grace)
             except subprocess.TimeoutExpired:
                 process.kill()
-                process.wait(timeout)
+                process.wait(10)
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
@@ -323,6 +327,7 @@ def read_topic(
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        allow_auto_create_topics=False,  # reading must not create the topic it waits for
     )
     try:
         deadline = time.monotonic() + timeout

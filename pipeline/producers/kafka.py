@@ -88,6 +88,8 @@ class TrackedProducer(KafkaProducer):  # type: ignore[misc]  # kafka-python ship
         self._failed = 0
         self._unreported = 0
         self._samples: list[str] = []
+        self._closing = False
+        self._close_timed_out: BaseException | None = None
         super().__init__(**configs)
         self.idempotent = bool(self.config.get("enable_idempotence"))
 
@@ -119,9 +121,9 @@ class TrackedProducer(KafkaProducer):  # type: ignore[misc]  # kafka-python ship
             self._unreported += 1
             first = self._unreported == 1
             if len(self._samples) < MAX_ERROR_SAMPLES:
-                self._samples.append(f"{topic}: {type(exc).__name__}: {truncate(str(exc))}")
+                self._samples.append(f"{topic}: {_describe(exc)}")
         if first:  # one log line per reporting window; the count is in the exception
-            log.error("delivery to %s failed: %s: %s", topic, type(exc).__name__, exc)
+            log.error("delivery to %s failed: %s", topic, _describe(exc))
 
     def delivery_stats(self) -> DeliveryStats:
         with self._track_lock:
@@ -145,19 +147,42 @@ class TrackedProducer(KafkaProducer):  # type: ignore[misc]  # kafka-python ship
         try:
             super().flush(timeout)
         except KafkaTimeoutError as exc:
+            if self._closing:  # let close() stop the I/O thread, then report
+                self._close_timed_out = exc
+                return
             raise BrokerError(f"flush did not complete within {timeout}s: {exc}") from exc
-        if raise_errors:
+        if raise_errors and not self._closing:
             self.raise_delivery_errors()
 
     def close(self, timeout: float | None = None, null_logger: bool = False) -> None:
-        """Flush, stop the I/O thread; raise :class:`DeliveryFailed` on unreported failures.
+        """Flush, stop the I/O thread, then raise on records that were not delivered.
 
-        (Not raised when called from kafka-python's own atexit/``__del__`` cleanup, which
-        passes ``null_logger=True``; the failures were logged when they happened.)
+        :class:`DeliveryFailed` for unreported failures; :class:`BrokerError` if records
+        were still in flight when ``timeout`` ran out (they are lost). The producer is
+        closed either way. Nothing is raised when kafka-python's own atexit / ``__del__``
+        cleanup calls this (``null_logger=True``); failures were logged as they happened.
         """
-        super().close(timeout=timeout, null_logger=null_logger)
-        if not null_logger:
-            self.raise_delivery_errors()
+        self._closing = True
+        try:
+            super().close(timeout=timeout, null_logger=null_logger)
+        finally:
+            self._closing = False
+        timed_out, self._close_timed_out = self._close_timed_out, None
+        if null_logger:
+            return
+        if timed_out is not None:
+            stats = self.delivery_stats()
+            raise BrokerError(
+                f"closed with records still undelivered after {timeout}s "
+                f"({stats.failed} failed so far of {stats.sent} sent): {timed_out}"
+            )
+        self.raise_delivery_errors()
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message`` without the repetition kafka-python's errors already carry."""
+    text, name = str(exc), type(exc).__name__
+    return truncate(text if text.startswith(name) else f"{name}: {text}")
 
 
 def _idempotence_refused(producer: TrackedProducer, wait: float) -> BaseException | None:
