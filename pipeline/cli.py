@@ -19,6 +19,7 @@ cli = typer.Typer(
     help="Event-streaming customer-journey analytics: Kafka -> faust -> ClickHouse.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
 )
 
 
@@ -119,6 +120,8 @@ def create_topics_cmd(bootstrap: Bootstrap = None, partitions: Partitions = None
 
 
 def main() -> None:
+    import pipeline.cli_producers  # noqa: F401  # registers produce, collect, simulate
+
     try:
         cli()
     except TouchpointError as exc:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "TOUCHPOINT_"
 
@@ -96,7 +96,7 @@ class Settings(BaseSettings):
     pii_hash_key: SecretStr = Field(
         SecretStr("touchpoint-dev-key-change-me"), description="HMAC key for PII hashing."
     )
-    extra_placeholders: tuple[str, ...] = Field(
+    extra_placeholders: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="More identifier values to reject as placeholders (comma separated)."
     )
     max_event_bytes: int = Field(1_000_000, ge=1024, description="Largest accepted raw message.")
@@ -125,7 +125,9 @@ class Settings(BaseSettings):
     dashboard_port: int = Field(8080, description="Port of the dashboard and its API.")
     collector_host: str = Field("127.0.0.1", description="Bind address of the HTTP collector.")
     collector_port: int = Field(8088, description="Port of the HTTP collector.")
-    collector_cors_origins: tuple[str, ...] = Field((), description="Origins allowed by CORS.")
+    collector_cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="Origins allowed by CORS."
+    )
 
     @field_validator("extra_placeholders", "collector_cors_origins", mode="before")
     @classmethod

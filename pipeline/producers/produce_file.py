@@ -15,9 +15,8 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -30,13 +29,11 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from pipeline.errors import BrokerError
 from pipeline.producers.client import (
     DEFAULT_TOPIC,
     check_event,
     local_validation_config,
     raw_message_key,
-    validation_config_from_settings,
 )
 from pipeline.producers.kafka import TrackedProducer
 from pipeline.validate import ValidationConfig
@@ -208,63 +205,3 @@ def produce_file(
             producer.flush()
     report.elapsed = time.monotonic() - started
     return report
-
-
-# --- command line --------------------------------------------------------------------------
-
-cli = typer.Typer(add_completion=False, help=__doc__)
-
-
-@cli.command("produce-file")
-def produce_file_command(
-    path: Annotated[str, typer.Argument(help="JSONL file, one event per line ('-': stdin).")],
-    topic: Annotated[str | None, typer.Option(help="Topic (default: settings raw_topic).")] = None,
-    bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers.")] = None,
-    send_invalid: Annotated[
-        bool, typer.Option("--send-invalid", help="Send invalid lines too (to be dead-lettered).")
-    ] = False,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Validate only, send nothing.")
-    ] = False,
-    max_errors: Annotated[int, typer.Option(help="Errors listed in the report.")] = (
-        DEFAULT_MAX_ERRORS
-    ),
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
-) -> None:
-    """Validate a JSONL file and produce it. Exit 1 if a line is invalid, 2 if Kafka fails."""
-    from pipeline.kafka_config import KafkaConfig
-    from pipeline.producers.kafka import make_producer
-    from pipeline.settings import load_settings
-
-    settings = load_settings(kafka_bootstrap=bootstrap)
-    console = Console(stderr=True)
-    producer: TrackedProducer | None = None
-    try:
-        if not dry_run:
-            producer = make_producer(
-                KafkaConfig.from_settings(settings), client_id="touchpoint-produce-file"
-            )
-        try:
-            report = produce_file(
-                path,
-                producer,
-                topic or settings.raw_topic,
-                progress=progress,
-                send_invalid=send_invalid,
-                dry_run=dry_run,
-                validation=validation_config_from_settings(settings),
-                max_errors=max_errors,
-                console=console,
-            )
-        finally:
-            if producer is not None:
-                producer.close()
-    except BrokerError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
-    report.render(console)
-    raise typer.Exit(0 if report.ok else 1)
-
-
-if __name__ == "__main__":
-    cli()

@@ -20,7 +20,9 @@ from pipeline.errors import BrokerError, InvalidEvent
 from pipeline.kafka_config import KafkaConfig
 from pipeline.producers.client import TouchpointProducer
 from pipeline.producers.kafka import DeliveryFailed, make_producer, strongest_key
-from pipeline.producers.produce_file import cli, produce_file
+import pipeline.cli_producers  # noqa: F401  # registers the produce command
+from pipeline.cli import cli
+from pipeline.producers.produce_file import produce_file
 from pipeline.testing import EmbeddedTansu, create_topics, free_port, read_topic, unique_name
 from schemas.events import WebEvent
 
@@ -249,7 +251,7 @@ def test_produce_file_command(kafka_config, new_topic, tmp_path):
     write_jsonl(path)
     result = CliRunner().invoke(
         cli,
-        [str(path), "--topic", topic, "--bootstrap", kafka_config.bootstrap, "--no-progress"],
+        ["produce", str(path), "--topic", topic, "--bootstrap", kafka_config.bootstrap],
     )
     assert result.exit_code == 1, result.output  # invalid lines were found
     assert "3 valid, 3 invalid" in result.output
@@ -257,7 +259,7 @@ def test_produce_file_command(kafka_config, new_topic, tmp_path):
 
     good = tmp_path / "good.jsonl"
     good.write_text(orjson.dumps(event(9)).decode() + "\n", encoding="utf-8")
-    result = CliRunner().invoke(cli, [str(good), "--dry-run", "--no-progress"])
+    result = CliRunner().invoke(cli, ["produce", str(good), "--dry-run"])
     assert result.exit_code == 0, result.output
 
 
