@@ -81,5 +81,5 @@ def collect(
             collector_host=host,
             collector_port=port,
             collector_cors_origins=cors_origins,
-        )  # fmt: skip
+        )
     )
