@@ -28,6 +28,7 @@ class BrokerHealth:
     ok_at: float = field(default_factory=time.monotonic)
     error: str = ""
     lost_data: str = ""
+    last_highs: dict[Any, int] = field(default_factory=dict)
 
     def problems(self, now: float) -> list[str]:
         found = []
@@ -51,19 +52,20 @@ async def probe_broker(app: faust.App, worker: Worker, health: BrokerHealth) -> 
         health.error = f"{type(exc).__name__}: {exc}"
         return
     health.ok_at, health.error = time.monotonic(), ""
-    lost = [f"{tp.topic}[{tp.partition}]" for tp in tps if _went_back(read.get(tp), highs.get(tp))]
-    health.lost_data = (
-        f"broker lost data (restarted?): offsets went back on {', '.join(lost)}" if lost else ""
-    )
+    lost = [
+        f"{tp.topic}[{tp.partition}]"
+        for tp in tps
+        if highs.get(tp, 0) < health.last_highs.get(tp, 0)
+    ]
+    if lost:  # sticky: the records are gone, someone has to look
+        health.lost_data = (
+            f"broker lost data (restarted?): end offsets went back on {', '.join(lost)}"
+        )
+    health.last_highs.update(highs)
     for tp in tps:
         position = read.get(tp)
         lag = highs.get(tp, 0) - ((position + 1) if position is not None else 0)
         worker.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, lag))
-
-
-def _went_back(position: int | None, high: int | None) -> bool:
-    """The broker's end offset is below what we already read: it forgot records."""
-    return position is not None and high is not None and high <= position
 
 
 def install_web(app: faust.App, worker: Worker) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Iterator
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,46 @@ def new_topic(kafka_bootstrap: str) -> NewTopic:
         return name
 
     return make
+
+
+# --- ClickHouse and the pipeline -----------------------------------------------------------
+# ``clickhouse_url`` (session): the embedded ClickHouse HTTP server over a fresh chDB dir.
+# ``pipeline_settings`` (function): settings with unique topics, group and database, whose
+# topics exist and database is migrated. ``start_worker`` (function): starts faust worker
+# processes for those settings and stops them after the test.
+
+
+@pytest.fixture(scope="session")
+def clickhouse_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from pipeline.testing.stack import EmbeddedClickHouse
+
+    server = EmbeddedClickHouse(tmp_path_factory.mktemp("clickhouse") / "data").start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def pipeline_settings(kafka_bootstrap: str, clickhouse_url: str, tmp_path: Path) -> Any:
+    from pipeline.testing.stack import prepare, settings_for_test
+
+    settings = settings_for_test(kafka_bootstrap, clickhouse_url, tmp_path)
+    prepare(settings)
+    return settings
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    from pipeline.testing.stack import Process, wait_for, worker_process, worker_ready
+
+    started: list[Process] = []
+
+    def start(settings: Any, index: int = 0, wait: bool = True, **over: Any) -> Process:
+        process = worker_process(settings, index, **over).start()
+        started.append(process)
+        if wait:
+            wait_for(lambda: worker_ready(process), 90, f"worker {index} ready")
+        return process
+
+    yield start
+    for process in started:
+        process.stop()

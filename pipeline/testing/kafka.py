@@ -1,5 +1,5 @@
-"""Helpers for tests and local experiments: a real embedded broker, unique names, topic
-setup and read-back. Nothing here is used by the pipeline at run time.
+"""Kafka helpers for tests: a real embedded broker, unique names, topic set-up and
+read-back. Nothing here is used by the pipeline at run time.
 
 Sections (add new helpers to the matching one, or start a new one):
 
