@@ -51,7 +51,7 @@ class ProcessGroup:
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **env},
                 start_new_session=True,
-                preexec_fn=_die_with_parent
+                preexec_fn=die_with_parent
                 if sys.platform == "linux"
                 else None,  # only calls prctl
             )

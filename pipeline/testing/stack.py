@@ -48,7 +48,7 @@ class Process:
         with open(self.log_path, "ab") as log:
             self.popen = subprocess.Popen(
                 self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                start_new_session=True, preexec_fn=die_with_parent,  # noqa: PLW1509  # prctl only
+                start_new_session=True, preexec_fn=die_with_parent,  # prctl only
             )  # fmt: skip
         return self
 
