@@ -73,7 +73,7 @@ def _deflate_factory(data: bytes) -> Callable[[], _Decompressor]:
 
 def _factory(encoding: str, data: bytes) -> Callable[[], _Decompressor] | None:
     if encoding == "lz4":
-        return lambda: lz4.frame.LZ4FrameDecompressor()  # type: ignore[no-any-return]  # untyped lz4
+        return lambda: lz4.frame.LZ4FrameDecompressor()
     if encoding == "zstd":
         return zstd.ZstdDecompressor
     if encoding in ("gzip", "x-gzip"):
@@ -136,9 +136,7 @@ def _decode_frames(
     return output.chunks
 
 
-def _decode_frame(
-    decompressor: _Decompressor, view: memoryview, pos: int, output: _Output
-) -> int:
+def _decode_frame(decompressor: _Decompressor, view: memoryview, pos: int, output: _Output) -> int:
     """Decode the frame starting at ``pos`` into ``output``; return where the next starts."""
     while not decompressor.eof:
         piece: bytes | memoryview = b""

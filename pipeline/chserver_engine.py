@@ -1,33 +1,51 @@
 """The chDB side of the embedded ClickHouse HTTP server.
 
-One process owns the data directory. It holds two chDB connections on it: a read-write one
-and one opened with ``readonly=1`` (chDB enforces it per connection) for readonly users and
-``readonly`` requests. chDB calls block and the session is not guaranteed thread-safe, so
-every call goes through :meth:`ChdbEngine.execute` under one lock, from a worker thread.
+One process owns the data directory. It holds a chDB connection on it per ClickHouse
+``readonly`` level, which chDB enforces per connection: 0 (read-write), 1 (readonly users:
+reads only, no setting changes) and 2 (GET requests: reads only, settings allowed). chDB
+calls block and the session is not guaranteed thread-safe, so every call goes through
+:meth:`ChdbEngine.execute` under one lock, from a worker thread.
 
 HTTP requests are stateless, while a chDB connection keeps state (current database,
 ``SET`` settings). Each connection therefore tracks what it has applied on top of its state
-at open, and brings the connection to what the next request asks for (``USE``/``SET`` only
-for what differs), so per-request settings never leak into other requests.
+at open (including what ``SET``/``USE`` statements changed) and brings the connection to
+what the next request asks for (``USE``/``SET`` only for what differs), so settings never
+leak from one request into another.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Protocol, cast
 
 from chdb import _chdb
 
-from pipeline.chserver_errors import SYNTAX_ERROR, UNKNOWN_SETTING, ClickHouseError, readonly_error
-from pipeline.chserver_sql import StatementInfo, quote_identifier, quote_string
+from pipeline.chserver_errors import (
+    READONLY,
+    SYNTAX_ERROR,
+    UNKNOWN_SETTING,
+    ClickHouseError,
+    readonly_error,
+)
+from pipeline.chserver_sql import (
+    StatementInfo,
+    quote_identifier,
+    quote_string,
+    set_statement_names,
+)
 
 # Applied by the server itself, never via SET: the database is USE'd, readonly picks a connection.
 _UNTRACKED: Final = frozenset({"database", "readonly"})
 _STARTUP_OPTIONS: Final = "session_timezone=UTC"
+_READONLY_LEVELS: Final = (0, 1, 2)
+_UNKNOWN: Final = "\x00unknown"  # the value of a setting a SET statement changed
+
+log = logging.getLogger(__name__)
 
 
 class _RawResult(Protocol):
@@ -65,7 +83,7 @@ class QueryJob:
     settings: Mapping[str, str] = field(default_factory=dict)
     insert_format: str | None = None
     data: Sequence[bytes] = ()
-    readonly: bool = False
+    readonly: int = 0  # ClickHouse's readonly level: 0, 1 or 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,15 +152,14 @@ class _Connection:
         self._changed_at_open = _settings_rows(raw, "WHERE changed")
         self._database = "default"
         self._overrides: dict[str, str] = {}
-        self._dirty = False
 
     def prepare(self, database: str, settings: Mapping[str, str]) -> None:
-        if self._dirty:
-            self._resync()
         if database != self._database:
             _run(self.raw, f"USE {quote_identifier(database)}")
             self._database = database
-        wanted = {name: value for name, value in settings.items() if self.initial.get(name) != value}
+        wanted = {
+            name: value for name, value in settings.items() if self.initial.get(name) != value
+        }
         for name in self._overrides.keys() - wanted.keys():
             self._set(name, None)
         for name, value in wanted.items():
@@ -150,36 +167,28 @@ class _Connection:
                 self._set(name, value)
 
     def _set(self, name: str, value: str | None) -> None:
+        """SET one setting (None: back to its value at open); a failed SET changes nothing."""
         if value is None and name in self._changed_at_open:
             value = self._changed_at_open[name]
         literal = "DEFAULT" if value is None else quote_string(value)
-        self._dirty = True  # until the SET is known to have worked
         _run(self.raw, f"SET {quote_identifier(name)} = {literal}")
-        self._dirty = False
         if value is None or self._changed_at_open.get(name) == value:
             self._overrides.pop(name, None)
         else:
             self._overrides[name] = value
 
-    def mark_dirty(self) -> None:
-        """A statement (SET, USE, ...) may have changed state behind the tracking."""
-        self._dirty = True
-
-    def _resync(self) -> None:
-        changed = _settings_rows(self.raw, "WHERE changed")
-        self._overrides = {
-            name: value
-            for name, value in changed.items()
-            if name not in _UNTRACKED and self._changed_at_open.get(name) != value
-        }
-        self._database = _run(self.raw, "SELECT currentDatabase()").bytes().decode().strip()
-        self._dirty = False
+    def forget(self, database: bool, settings: Sequence[str]) -> None:
+        """A USE / SET statement ran: the next request re-applies what it needs."""
+        if database:
+            self._database = ""
+        for name in settings:
+            self._overrides[name] = _UNKNOWN
 
     def run(self, job: QueryJob) -> QueryOutcome:
         if job.insert_format is not None:
             return self._insert(job, job.insert_format)
         try:
-            result = self.raw.query(job.statement, job.default_format, params=job.params)
+            result = self.raw.query(job.statement, job.default_format, params=dict(job.params))
         except Exception as exc:
             raise ClickHouseError.from_engine(exc) from exc
         return QueryOutcome.of(result, result.bytes())
@@ -201,7 +210,7 @@ class _Connection:
         try:
             self.raw.insert_cancel(handle)
         except Exception:  # already finished or failed: nothing left to cancel
-            self.mark_dirty()
+            log.debug("cancelling a failed insert", exc_info=True)
 
 
 class ChdbEngine:
@@ -212,61 +221,73 @@ class ChdbEngine:
             raise ValueError(f"data directory path must not contain '?': {data_dir}")
         self.data_dir = data_dir
         self._lock = threading.Lock()
-        self._rw: _Connection | None = None
-        self._ro: _Connection | None = None
+        self._conns: dict[int, _Connection] = {}
 
     def open(self) -> None:
         with self._lock:
-            if self._rw is not None:
+            if self._conns:
                 return
             self.data_dir.mkdir(parents=True, exist_ok=True)
             path = str(self.data_dir.resolve())
-            rw = _Connection(_connect(f"{path}?{_STARTUP_OPTIONS}"))
             try:
-                self._ro = _Connection(_connect(f"{path}?readonly=1&{_STARTUP_OPTIONS}"))
+                for level in _READONLY_LEVELS:
+                    options = f"readonly={level}&{_STARTUP_OPTIONS}" if level else _STARTUP_OPTIONS
+                    self._conns[level] = _Connection(_connect(f"{path}?{options}"))
             except BaseException:
-                rw.raw.close()
+                self._close_all()
                 raise
-            self._rw = rw
 
     def close(self) -> None:
         with self._lock:
-            for conn in (self._ro, self._rw):
-                if conn is not None:
-                    conn.raw.close()
-            self._ro = self._rw = None
+            self._close_all()
+
+    def _close_all(self) -> None:
+        for level in sorted(self._conns, reverse=True):  # the read-write one last
+            self._conns.pop(level).raw.close()
 
     def execute(self, job: QueryJob) -> QueryOutcome:
         with self._lock:
-            if self._rw is None or self._ro is None:
+            conn = self._conns.get(job.readonly)
+            if conn is None:
                 raise RuntimeError("the chDB engine is not open")
-            conn = self._ro if job.readonly else self._rw
             self._check_settings(job.settings)
             conn.prepare(job.database, job.settings)
-            control = job.insert_format is None and _classify(conn.raw, job)
+            if job.insert_format is None:
+                _classify(conn.raw, job)
+            assigned = self._assigned_settings(job)
             try:
                 return conn.run(job)
             finally:
-                if control:
-                    conn.mark_dirty()
+                if assigned or job.info.keyword == "USE":
+                    conn.forget(job.info.keyword == "USE", assigned)
 
-    def _check_settings(self, settings: Mapping[str, str]) -> None:
-        assert self._rw is not None
+    def _check_settings(self, settings: Iterable[str]) -> None:
+        known = self._conns[0].initial
         for name in settings:
-            if name not in self._rw.initial or name in _UNTRACKED:
+            if name not in known or name in _UNTRACKED:
                 raise ClickHouseError(UNKNOWN_SETTING, f"Unknown setting '{name}'")
 
+    def _assigned_settings(self, job: QueryJob) -> tuple[str, ...]:
+        """The settings a SET statement changes (query parameters, param_*, are not tracked)."""
+        if job.info.keyword != "SET":
+            return ()
+        names = set_statement_names(job.statement)
+        if "readonly" in names:
+            raise ClickHouseError(READONLY, "Use readonly=1 as a URL parameter instead of SET")
+        settings = tuple(name for name in names if not name.startswith("param_"))
+        self._check_settings(settings)
+        return settings
 
-def _classify(raw: _RawConnection, job: QueryJob) -> bool:
-    """Check a statement with ClickHouse's own parser; True if it may change session state."""
+
+def _classify(raw: _RawConnection, job: QueryJob) -> None:
+    """Check a statement with ClickHouse's own parser (in chDB) before running it."""
     try:
         verdict = raw.classify_query(job.statement)
     except Exception:  # unparseable: running it reports the syntax error
-        return False
+        return
     query_class = str(getattr(verdict.get("query_class"), "name", "UNKNOWN"))
     count = verdict.get("statement_count", 0)
     if isinstance(count, int) and count > 1:
         raise ClickHouseError(SYNTAX_ERROR, "Multi-statements are not allowed")
     if job.readonly and query_class not in ("READ_ONLY", "UNKNOWN"):
         raise readonly_error()
-    return query_class == "CONTROL"

@@ -39,6 +39,10 @@ _IGNORED_SETTINGS = frozenset(
         "http_native_compression_disable_checksumming_on_decompress",
     }
 )  # fmt: skip
+_GET_IS_READONLY = (
+    "For queries over HTTP, method GET implies readonly. "
+    "You should use method POST for modifying queries"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,25 +63,29 @@ async def build_job(request: web.Request, user: ServerUser, max_body_size: int) 
         params.update(form.params)
         chunks: list[bytes] = []
     else:
-        body = await _read_body(request, max_body_size)
-        encoding = request.headers.get("Content-Encoding")
-        chunks = await asyncio.to_thread(decompress_body, body, encoding, max_body_size)
+        chunks = await _read_chunks(request, max_body_size)
     statement, info, data = split_statement(url_query, chunks)
-    readonly, settings = _settings(args)
-    readonly = readonly or user.readonly or request.method == "GET"
-    check_statement(info, readonly=readonly)
+    requested, settings = _settings(args)
+    readonly = 1 if user.readonly else requested
+    by_get = not readonly and request.method == "GET"
+    readonly = 2 if by_get else readonly  # like ClickHouse: GET reads only, settings allowed
+    check_statement(info, readonly=bool(readonly), reason=_GET_IS_READONLY if by_get else "")
     return QueryJob(
         statement=statement,
         info=info,
-        database=args.get("database") or request.headers.get("X-ClickHouse-Database", "default"),
-        default_format=args.get("default_format")
-        or request.headers.get("X-ClickHouse-Format", "TabSeparated"),
+        database=_option(request, "database", "X-ClickHouse-Database", "default"),
+        default_format=_option(request, "default_format", "X-ClickHouse-Format", "TabSeparated"),
         params=params,
         settings=settings,
         insert_format=info.insert.format_name if info.insert else None,
         data=data,
         readonly=readonly,
     )
+
+
+def _option(request: web.Request, param: str, header: str, default: str) -> str:
+    """A URL parameter, else its request header, else the default."""
+    return request.query.get(param) or request.headers.get(header) or default
 
 
 def _reject_native_compression(args: Mapping[str, str]) -> None:
@@ -94,18 +102,27 @@ def _bind_params(args: Mapping[str, str]) -> dict[str, str]:
     return {name[6:]: value for name, value in args.items() if name.startswith("param_")}
 
 
-def _settings(args: MultiMapping[str]) -> tuple[bool, dict[str, str]]:
-    """(readonly requested, settings to apply) from the URL parameters."""
-    readonly = False
+def _settings(args: MultiMapping[str]) -> tuple[int, dict[str, str]]:
+    """(the readonly level requested, the settings to apply) from the URL parameters."""
+    readonly = 0
     settings: dict[str, str] = {}
     for name, value in args.items():
         if name in _TRANSPORT_PARAMS or name in _IGNORED_SETTINGS or name.startswith("param_"):
             continue
         if name == "readonly":
-            readonly = value not in ("0", "")
+            readonly = 2 if value.strip() == "2" else int(value.strip() not in ("0", ""))
             continue
         settings[name] = value
     return readonly, settings
+
+
+async def _read_chunks(request: web.Request, limit: int) -> list[bytes]:
+    """The request body, decoded per its Content-Encoding (off the event loop if needed)."""
+    body = await _read_body(request, limit)
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        return [body] if body else []
+    return await asyncio.to_thread(decompress_body, body, encoding, limit)
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:
@@ -137,7 +154,7 @@ async def _read_form(request: web.Request, limit: int) -> _Form:
         if part.name == "query":
             query = value
         elif part.name and part.name.startswith("param_"):
-            params[part.name[6:]] = value.decode()
+            params[part.name[6:]] = value.decode(errors="replace")
     return _Form(query, params)
 
 
@@ -151,7 +168,7 @@ def split_statement(
             head = url_query[info.insert.data_offset :]
             return info.insert.statement, info, [head, *chunks] if head else chunks
         if chunks:
-            return _split_text(b"\n".join([url_query, *chunks]))
+            return _split_text(url_query + b"\n" + b"".join(chunks))
         return url_query, info, []
     if not chunks:
         raise ClickHouseError(SYNTAX_ERROR, "Empty query")
@@ -164,7 +181,10 @@ def _split_first_chunk(chunks: list[bytes]) -> tuple[bytes, StatementInfo, list[
     head = chunks[0]
     if len(chunks) == 1:
         return None
-    info = analyze(head)
+    try:
+        info = analyze(head)
+    except ClickHouseError:  # the statement may continue in the next chunk
+        return None
     insert = info.insert
     if insert is None or not _complete_within(insert, head):
         return None

@@ -35,12 +35,16 @@ _TOKEN: Final = re.compile(
     re.S,
 )
 
-READ_KEYWORDS: Final = frozenset({"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXISTS", "EXPLAIN"})
+READ_KEYWORDS: Final = frozenset(
+    {"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXISTS", "EXPLAIN"}
+)
 # Statements that answer with a result set (and so an X-ClickHouse-Format header).
 RESULT_KEYWORDS: Final = READ_KEYWORDS | {"CHECK", "(", "KILL"}
 # After these an INSERT carries no inline payload: VALUES / SELECT data is plain SQL text.
 _INSERT_SQL_DATA: Final = frozenset({"VALUES", "SELECT", "WITH"})
 _FORMAT_NOT_AFTER: Final = frozenset({"INTO", "TABLE", "FUNCTION", "."})
+_OPENING: Final = frozenset("([{")
+_CLOSING: Final = frozenset(")]}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,14 +163,41 @@ def _scan_query(keyword: str, tokens: Iterator[Token]) -> StatementInfo:
     return StatementInfo(keyword, None, output_format, False, into_outfile)
 
 
-def check_statement(info: StatementInfo, *, readonly: bool) -> None:
+def check_statement(info: StatementInfo, *, readonly: bool, reason: str = "") -> None:
     """Reject what the HTTP interface never runs, and writes in readonly mode."""
     if info.multi_statement:
         raise ClickHouseError(SYNTAX_ERROR, "Multi-statements are not allowed")
     if info.into_outfile:
         raise ClickHouseError(INTO_OUTFILE_NOT_ALLOWED, "INTO OUTFILE is not allowed")
     if readonly and info.keyword not in READ_KEYWORDS and info.keyword != "(":
-        raise readonly_error()
+        raise readonly_error(reason)
+
+
+def set_statement_names(sql: bytes) -> tuple[str, ...]:
+    """The setting names ``SET a = 1, b = 'x'`` assigns (``sql`` must start with SET)."""
+    tokens = iter_tokens(sql)
+    next(tokens, None)
+    names: list[str] = []
+    expect_name, depth = True, 0
+    for token in tokens:
+        word = token.upper
+        if expect_name:
+            equals = next(tokens, None)
+            if token.kind not in ("word", "ident") or equals is None or equals.upper != "=":
+                break
+            names.append(_unquote(token.text))
+            expect_name = False
+            continue
+        depth += (word in _OPENING) - (word in _CLOSING)
+        expect_name = depth == 0 and word == ","
+    if not names or expect_name:
+        raise ClickHouseError(SYNTAX_ERROR, "Cannot parse the SET statement")
+    return tuple(names)
+
+
+def _unquote(text: bytes) -> str:
+    name = text.decode()
+    return name[1:-1] if name[:1] in ('"', "`") else name
 
 
 def quote_identifier(name: str) -> str:
