@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+import os
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -29,6 +30,7 @@ from pipeline.validate import ValidationConfig, dead_letter
 from schemas.records import DeadLetter, FieldError, SourceRef, TouchpointBatch
 
 log = logging.getLogger("touchpoint.worker")
+EXIT_STAGE_FAILURE = 70
 
 
 @dataclass
@@ -77,6 +79,23 @@ def batches(
 ) -> AsyncIterator[Sequence[EventT[bytes]]]:
     """``take_events``: a batch is acked only after the loop body that got it returns."""
     return cast(Stream[bytes], stream).take_events(size, within)  # StreamT lacks take_events
+
+
+async def fail_stop(stage: str, work: Awaitable[None]) -> None:
+    """Run one batch's work; on an unexpected error, exit the process at once.
+
+    faust acks a ``take_events`` batch when the agent raises, and would commit offsets of
+    events never written. Exiting without clean-up commits nothing, so the batch is read
+    again by whichever worker takes over: at-least-once, never lost.
+    """
+    try:
+        await work
+    except Exception:
+        log.critical(
+            "stage %s failed; exiting without committing so nothing is lost", stage, exc_info=True
+        )
+        logging.shutdown()
+        os._exit(EXIT_STAGE_FAILURE)
 
 
 def _raw(event: Any) -> RawMessage:
@@ -150,78 +169,98 @@ def build_app(settings: Settings, metrics: PipelineMetrics | None = None) -> fau
         partitions=settings.partitions,
     )
 
-    async def send_all(result: IngestResult, now: datetime) -> None:
-        pending = []
-        for partition, records in result.valid.items():
-            body = TouchpointBatch(records=tuple(records), produced_at=now).model_dump_json()
-            pending.append(
-                await valid.send(
-                    key=str(partition).encode(), value=body.encode(), partition=partition
-                )
-            )
-        for dl in result.dead:
-            pending.append(
-                await dlq.send(
-                    key=dl.event_id.encode() or None,
-                    value=dl.model_dump_json().encode(),
-                    partition=dl.src.partition % settings.partitions,
-                )
-            )
-        await asyncio.gather(*pending)  # delivered (acks=all) before the input is acked
+    topics = Topics(valid=valid, dlq=dlq, partitions=settings.partitions)
 
     @app.agent(raw, name="ingest")
     async def ingest(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async for events in batches(stream, settings.batch_max_events, settings.batch_max_seconds):
-            batch = [_raw(e) for e in events]
-            now = datetime.now(UTC)
-            result = ingest_batch(batch, now, worker.validation, worker.window)
-            _record_ingest(worker, batch, result, now)
-            await send_all(result, now)
+            await fail_stop("ingest", handle_raw(worker, topics, events))
             yield None
 
     @app.agent(valid, name="sink-touchpoints")
     async def sink_touchpoints(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         per_take = max(1, settings.sink_max_rows // settings.batch_max_events)
         async for events in batches(stream, per_take, settings.sink_max_seconds):
-            rows: list[list[Any]] = []
-            ranges, bad = OffsetRanges(), []
-            for event in events:
-                msg = event.message
-                ranges.add(msg.partition, msg.offset)
-                try:
-                    batch = TouchpointBatch.model_validate_json(event.value)
-                except ValidationError as exc:
-                    bad.append(_undecodable(_raw(event), "sink-touchpoints", exc))
-                    continue
-                rows.extend(touchpoint_row(tp) for tp in batch.records)
-            await worker.touchpoint_sink.write(
-                rows, dedup_token(valid.get_topic_name(), ranges.ranges)
-            )
-            for dl in bad:
-                await (await dlq.send(value=dl.model_dump_json().encode()))
+            await fail_stop("sink-touchpoints", handle_valid(worker, topics, events))
             yield None
 
     @app.agent(dlq, name="sink-dead-letters")
     async def sink_dead_letters(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async for events in batches(stream, settings.sink_max_rows, settings.sink_max_seconds):
-            rows = []
-            ranges = OffsetRanges()
-            for event in events:
-                ranges.add(event.message.partition, event.message.offset)
-                try:
-                    dl = DeadLetter.model_validate_json(event.value)
-                except ValidationError as exc:
-                    dl = _undecodable(_raw(event), "sink-dead-letters", exc)
-                rows.append(dead_letter_row(dl))
-            await worker.dead_letter_sink.write(
-                rows, dedup_token(dlq.get_topic_name(), ranges.ranges)
-            )
+            await fail_stop("sink-dead-letters", handle_dead_letters(worker, topics, events))
             yield None
 
     from pipeline.worker_web import install_web
 
     install_web(app, worker)
     return app
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The output topics the handlers send to."""
+
+    valid: faust.TopicT
+    dlq: faust.TopicT
+    partitions: int
+
+
+async def handle_raw(worker: Worker, topics: Topics, events: Sequence[EventT[bytes]]) -> None:
+    """Validate and dedup a batch; send valid batches and dead letters, and wait for both."""
+    batch = [_raw(e) for e in events]
+    now = datetime.now(UTC)
+    result = ingest_batch(batch, now, worker.validation, worker.window)
+    _record_ingest(worker, batch, result, now)
+    pending = []
+    for partition, records in result.valid.items():
+        body = TouchpointBatch(records=tuple(records), produced_at=now).model_dump_json()
+        key = str(partition).encode()
+        pending.append(await topics.valid.send(key=key, value=body.encode(), partition=partition))
+    for dl in result.dead:
+        pending.append(await send_dead_letter(topics, dl))
+    await asyncio.gather(*pending)  # delivered (acks=all) before the input is acked
+
+
+async def send_dead_letter(topics: Topics, dl: DeadLetter) -> Awaitable[Any]:
+    partition = dl.src.partition % topics.partitions
+    value = dl.model_dump_json().encode()
+    return await topics.dlq.send(key=dl.event_id.encode() or None, value=value, partition=partition)
+
+
+async def handle_valid(worker: Worker, topics: Topics, events: Sequence[EventT[bytes]]) -> None:
+    """Insert the touchpoints of a batch of batch-messages in one ClickHouse insert."""
+    rows: list[list[Any]] = []
+    ranges, bad = OffsetRanges(), []
+    for event in events:
+        ranges.add(event.message.partition, event.message.offset)
+        try:
+            batch = TouchpointBatch.model_validate_json(event.value)
+        except ValidationError as exc:
+            bad.append(_undecodable(_raw(event), "sink-touchpoints", exc))
+            continue
+        rows.extend(touchpoint_row(tp) for tp in batch.records)
+    await worker.touchpoint_sink.write(
+        rows, dedup_token(topics.valid.get_topic_name(), ranges.ranges)
+    )
+    await asyncio.gather(*[await send_dead_letter(topics, dl) for dl in bad])
+
+
+async def handle_dead_letters(
+    worker: Worker, topics: Topics, events: Sequence[EventT[bytes]]
+) -> None:
+    """Insert a batch of dead letters; an undecodable one is stored as a stage error."""
+    rows = []
+    ranges = OffsetRanges()
+    for event in events:
+        ranges.add(event.message.partition, event.message.offset)
+        try:
+            dl = DeadLetter.model_validate_json(event.value)
+        except ValidationError as exc:
+            dl = _undecodable(_raw(event), "sink-dead-letters", exc)
+        rows.append(dead_letter_row(dl))
+    await worker.dead_letter_sink.write(
+        rows, dedup_token(topics.dlq.get_topic_name(), ranges.ranges)
+    )
 
 
 def _undecodable(msg: RawMessage, stage: str, exc: Exception) -> DeadLetter:

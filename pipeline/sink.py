@@ -93,7 +93,7 @@ class ClickHouseSink:
             started = time.perf_counter()
             try:
                 await asyncio.to_thread(self._insert, rows, token)
-            except (DriverError, OSError) as exc:
+            except Exception as exc:  # any failure: retry; giving up would lose the batch
                 self._on_failure(exc, delay)
                 await asyncio.sleep(delay)
                 continue
