@@ -28,6 +28,8 @@ class Child:
     name: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def alive(self) -> bool:
@@ -42,6 +44,17 @@ class ProcessGroup:
     children: list[Child] = field(default_factory=list)
 
     def start(self, name: str, argv: Sequence[str], env: Mapping[str, str]) -> Child:
+        child = self._spawn(name, argv, env)
+        self.children.append(child)
+        return child
+
+    def restart(self, child: Child) -> Child:
+        """Start a dead child again with the same command line and environment."""
+        fresh = self._spawn(child.name, child.argv, child.env)
+        self.children[self.children.index(child)] = fresh
+        return fresh
+
+    def _spawn(self, name: str, argv: Sequence[str], env: Mapping[str, str]) -> Child:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
         with open(log_path, "ab") as log:
@@ -51,13 +64,9 @@ class ProcessGroup:
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **env},
                 start_new_session=True,
-                preexec_fn=die_with_parent
-                if sys.platform == "linux"
-                else None,  # only calls prctl
+                preexec_fn=die_with_parent if sys.platform == "linux" else None,  # only calls prctl
             )
-        child = Child(name, process, log_path)
-        self.children.append(child)
-        return child
+        return Child(name, process, log_path, list(argv), dict(env))
 
     def stop_all(self, grace: float = 10.0) -> None:
         for child in reversed(self.children):

@@ -73,6 +73,16 @@ def render(snap: Snapshot | None, group: ProcessGroup, health: dict[int, str]) -
     return table
 
 
+def restart_dead_workers(group: ProcessGroup, console: Console) -> None:
+    """A worker that exited (it fail-stops rather than lose data) is started again."""
+    for child in group.dead():
+        if child.name.startswith("worker-"):
+            console.print(
+                f"[yellow]{child.name} exited ({child.process.returncode}); restarting, see {child.log_path}"
+            )
+            group.restart(child)
+
+
 def watch(settings: Settings, group: ProcessGroup, ports: list[int]) -> None:
     """Refresh the status table until interrupted."""
     client = connect(ClickHouseConfig.from_settings(settings))
@@ -83,6 +93,7 @@ def watch(settings: Settings, group: ProcessGroup, ports: list[int]) -> None:
                 snap: Snapshot | None = snapshot(client)
             except Exception:  # ClickHouse briefly busy: keep the last view
                 snap = None
+            restart_dead_workers(group, console)
             health = {p: worker_health(settings.worker_web_host, p) for p in ports}
             live.update(render(snap, group, health))
             time.sleep(REFRESH_SECONDS)
