@@ -30,13 +30,17 @@ class TopicSpec:
     config: tuple[tuple[str, str], ...] = ()
 
 
+BATCH_SIZE = ("max.message.bytes", str(16 * 1024 * 1024))
+"""Internal topics carry batches of events in one message: allow large messages."""
+
+
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     """Every topic the pipeline uses, with partitions and retention/compaction."""
     p = settings.partitions
     return [
         TopicSpec(settings.raw_topic, p, (("retention.ms", str(7 * 86_400_000)),)),
         TopicSpec(settings.dlq_topic, p, (("retention.ms", str(30 * 86_400_000)),)),
-        TopicSpec(settings.topic("valid"), p, (("retention.ms", str(86_400_000)),)),
+        TopicSpec(settings.topic("valid"), p, (("retention.ms", str(86_400_000)), BATCH_SIZE)),
     ]
 
 

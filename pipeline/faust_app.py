@@ -23,6 +23,7 @@ from pipeline.dedup import RecentIds
 from pipeline.ingest import IngestResult, RawMessage, ingest_batch
 from pipeline.kafka_config import KafkaConfig
 from pipeline.metrics import PipelineMetrics
+from pipeline.raw_consumer import RawConsumer, RawConsumerConfig
 from pipeline.rows import DEAD_LETTER_COLUMNS, TOUCHPOINT_COLUMNS, dead_letter_row, touchpoint_row
 from pipeline.settings import Settings
 from pipeline.sink import ClickHouseSink, OffsetRanges, RetryPolicy, dedup_token
@@ -53,6 +54,18 @@ def validation_config(settings: Settings) -> ValidationConfig:
         placeholders=settings.placeholders,
         phone_region=settings.default_phone_region,
         max_future=timedelta(seconds=settings.max_future_seconds),
+    )
+
+
+def raw_consumer_config(settings: Settings) -> RawConsumerConfig:
+    return RawConsumerConfig(
+        topic=settings.raw_topic,
+        group_id=f"{settings.app_id}-ingest",
+        batch_max_events=settings.batch_max_events,
+        batch_max_seconds=settings.batch_max_seconds,
+        session_timeout=settings.kafka_session_timeout,
+        rebalance_timeout=settings.kafka_rebalance_timeout,
+        max_event_bytes=settings.max_event_bytes,
     )
 
 
@@ -149,13 +162,6 @@ def build_app(settings: Settings, metrics: PipelineMetrics | None = None) -> fau
         broker_heartbeat_interval=1.0,
     )
     worker = make_worker(settings, metrics)
-    raw = app.topic(
-        settings.raw_topic,
-        key_type=bytes,
-        value_type=bytes,
-        value_serializer="raw",
-        key_serializer="raw",
-    )
     valid = app.topic(
         settings.topic("valid"),
         value_serializer="raw",
@@ -171,15 +177,21 @@ def build_app(settings: Settings, metrics: PipelineMetrics | None = None) -> fau
 
     topics = Topics(valid=valid, dlq=dlq, partitions=settings.partitions)
 
-    @app.agent(raw, name="ingest")
-    async def ingest(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        async for events in batches(stream, settings.batch_max_events, settings.batch_max_seconds):
-            await fail_stop("ingest", handle_raw(worker, topics, events))
-            yield None
+    raw_consumer = RawConsumer(raw_consumer_config(settings), kafka, metrics)
+
+    @app.task  # type: ignore[untyped-decorator]  # faust's decorator is untyped
+    async def ingest() -> None:
+        async def handle(batch: Sequence[RawMessage]) -> None:
+            await fail_stop("ingest", handle_raw(worker, topics, batch))
+
+        await raw_consumer.run(handle)
 
     @app.agent(valid, name="sink-touchpoints")
     async def sink_touchpoints(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        per_take = max(1, settings.sink_max_rows // settings.batch_max_events)
+        # a message holds one raw partition's share of an ingest batch
+        per_take = min(
+            64, max(1, settings.sink_max_rows * settings.partitions // settings.batch_max_events)
+        )
         async for events in batches(stream, per_take, settings.sink_max_seconds):
             await fail_stop("sink-touchpoints", handle_valid(worker, topics, events))
             yield None
@@ -205,9 +217,8 @@ class Topics:
     partitions: int
 
 
-async def handle_raw(worker: Worker, topics: Topics, events: Sequence[EventT[bytes]]) -> None:
+async def handle_raw(worker: Worker, topics: Topics, batch: Sequence[RawMessage]) -> None:
     """Validate and dedup a batch; send valid batches and dead letters, and wait for both."""
-    batch = [_raw(e) for e in events]
     now = datetime.now(UTC)
     result = ingest_batch(batch, now, worker.validation, worker.window)
     _record_ingest(worker, batch, result, now)
