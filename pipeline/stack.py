@@ -77,7 +77,7 @@ def start_services(settings: Settings, group: ProcessGroup) -> None:
     if broker_reachable(ends.broker_host, ends.broker_port):
         console.print(f"broker: using the one at {settings.kafka_bootstrap}")
     elif settings.embedded_broker:
-        group.start("broker", tansu_argv(ends.broker_host, ends.broker_port), {})
+        group.start("broker", tansu_argv(ends.broker_host, ends.broker_port), env)
         wait_until(
             lambda: broker_reachable(ends.broker_host, ends.broker_port), "broker", 30, group
         )
