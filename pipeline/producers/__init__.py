@@ -1,0 +1,1 @@
+"""Producers of touchpoint events: the journey simulator, the file and HTTP producers."""
