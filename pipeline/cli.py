@@ -120,14 +120,15 @@ def create_topics_cmd(bootstrap: Bootstrap = None, partitions: Partitions = None
 
 
 def main() -> None:
-    import pipeline.cli_producers  # noqa: F401  # registers produce, collect, simulate
-
     try:
         cli()
     except TouchpointError as exc:
         typer.echo(f"touchpoint: {exc}", err=True)
         sys.exit(1)
 
+
+# Commands defined in other modules register themselves on ``cli`` when imported.
+import pipeline.cli_producers  # noqa: E402, F401  # produce, collect, simulate
 
 if __name__ == "__main__":
     main()
