@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import pairwise
@@ -243,16 +243,36 @@ class Adversary:
 
 
 # --- ground truth ---------------------------------------------------------------------------
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class CustomerTruth:
     segment: str
     arrived: float
-    stages: list[tuple[str, float]] = field(default_factory=list)
+    stages: tuple[tuple[str, float], ...] = ()
+    """(stage, seconds since the start it was entered)."""
     outcome: str = "censored"
     """``completed`` (reached advocacy), ``dropped``, or ``censored`` (cut by the run's end)."""
     ended_at: float | None = None
     causes: tuple[str, ...] = ()
     """Drop-off causes present at the stage where the customer dropped."""
+
+
+_Record = tuple[str, float, tuple[tuple[str, float], ...], str, float | None, tuple[str, ...]]
+"""A :class:`CustomerTruth` as a plain tuple of atoms: the garbage collector stops tracking
+those, so a ledger of many customers does not slow every collection down."""
+
+
+class _Customers(Mapping[int, CustomerTruth]):
+    def __init__(self, records: dict[int, _Record]) -> None:
+        self._records = records
+
+    def __getitem__(self, who: int) -> CustomerTruth:
+        return CustomerTruth(*self._records[who])
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._records)
+
+    def __len__(self) -> int:
+        return len(self._records)
 
 
 class TruthLedger:
@@ -261,19 +281,22 @@ class TruthLedger:
     def __init__(self, track: bool = True) -> None:
         self.track = track
         """Off: nothing is recorded (a long demo run needs no truth and no memory for it)."""
-        self.customers: dict[int, CustomerTruth] = {}
+        self._records: dict[int, _Record] = {}
+        self.customers: Mapping[int, CustomerTruth] = _Customers(self._records)
+        """Each customer's truth (a read-only view)."""
         self.types: dict[str, str] = {}
         self.flags: dict[str, str] = {}
         self.owners: dict[str, set[int]] = {}
         """Misleading values: those with more than one true owner."""
         self._owner: dict[str, int] = {}
         self._alias: dict[str, str] = {}
-        self._seen: set[str] = set()
-        self._edges: set[tuple[str, str]] = set()
+        self._seen: dict[str, None] = {}
+        self._edges: dict[tuple[str, str], None] = {}
+        """Dicts of atoms, not sets: the garbage collector can stop tracking them."""
 
     def start(self, who: int, segment: str, t: float) -> None:
         if self.track:
-            self.customers[who] = CustomerTruth(segment, t)
+            self._records[who] = (segment, t, (), "censored", None, ())
 
     def own(self, id_type: str, value: str, who: int, kind: str | None = None) -> None:
         if not self.track:
@@ -299,20 +322,21 @@ class TruthLedger:
             for value in ids.values():
                 value = alias.get(value, value)
                 if owner.get(value) == who:
-                    self._seen.add(value)
+                    self._seen[value] = None
             return
         mine = [v for v in map(alias.get, ids.values(), ids.values()) if owner.get(v) == who]
-        self._seen.update(mine)
-        self._edges.update(pairwise(mine))
+        self._seen.update(dict.fromkeys(mine))
+        self._edges.update(dict.fromkeys(pairwise(mine)))
 
     def enter(self, who: int, stage: str, t: float) -> None:
         if self.track:
-            self.customers[who].stages.append((stage, t))
+            seg, arrived, stages, outcome, ended, causes = self._records[who]
+            self._records[who] = (seg, arrived, (*stages, (stage, t)), outcome, ended, causes)
 
     def finish(self, who: int, outcome: str, t: float, causes: tuple[str, ...] = ()) -> None:
         if self.track:
-            truth = self.customers[who]
-            truth.outcome, truth.ended_at, truth.causes = outcome, t, causes
+            seg, arrived, stages, *_ = self._records[who]
+            self._records[who] = (seg, arrived, stages, outcome, t, causes)
 
     def holdings(self) -> dict[int, list[str]]:
         """Each customer's ``type:value`` identifiers (shared ones listed for every owner)."""
