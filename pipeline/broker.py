@@ -41,6 +41,14 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.raw_topic, p, (("retention.ms", str(7 * 86_400_000)),)),
         TopicSpec(settings.dlq_topic, p, (("retention.ms", str(30 * 86_400_000)),)),
         TopicSpec(settings.topic("valid"), p, (("retention.ms", str(86_400_000)), BATCH_SIZE)),
+        TopicSpec(settings.topic("links"), 1, (("retention.ms", str(86_400_000)), BATCH_SIZE)),
+        TopicSpec(settings.topic("assignments"), p, (("cleanup.policy", "compact"),)),
+        TopicSpec(
+            settings.topic("identity-events"),
+            1,
+            (("retention.ms", str(7 * 86_400_000)), BATCH_SIZE),
+        ),
+        TopicSpec(settings.topic("identity-changelog"), 1, (("retention.ms", "-1"), BATCH_SIZE)),
     ]
 
 

@@ -31,6 +31,9 @@ class PipelineMetrics:
     newest_event_time: Gauge
     ingest_lag_seconds: Gauge
     healthy: Gauge
+    erased: Counter
+    identity_merges: Counter
+    identity_refusals: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> PipelineMetrics:
@@ -83,5 +86,17 @@ class PipelineMetrics:
             healthy=Gauge(
                 "touchpoint_worker_healthy", "1 when the last health check passed, else 0.",
                 registry=reg,
+            ),
+            erased=Counter(
+                "touchpoint_erased_events", "Events dropped: all their identifiers were erased (GDPR).",
+                registry=reg,
+            ),
+            identity_merges=Counter(
+                "touchpoint_identity_merges", "Customers merged into another by the resolver.",
+                registry=reg,
+            ),
+            identity_refusals=Counter(
+                "touchpoint_identity_refusals", "Identifiers kept out of a customer, by reason.",
+                ["reason"], registry=reg,
             ),
         )  # fmt: skip

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import orjson
 
+from schemas.identity import IdentityEvents, fallback_customer_id
 from schemas.records import DeadLetter, Touchpoint
 
 TOUCHPOINT_COLUMNS = (
@@ -74,3 +76,48 @@ def dead_letter_row(dl: DeadLetter) -> list[Any]:
         "; ".join(f"{e.path}: {e.message} (got {e.value})" for e in errors),
         dl.original, len(dl.original), dl.src.topic, dl.src.partition, dl.src.offset,
     ]  # fmt: skip
+
+
+OVERRIDE_COLUMNS = ("customer_id", "current_customer_id", "merged_at", "version", "is_deleted")
+REFUSAL_COLUMNS = (
+    "event_id", "node", "identifier_type", "reason", "customer_id", "occurred_at", "detail",
+)  # fmt: skip
+
+
+def override_rows(events: IdentityEvents, now: datetime) -> list[list[Any]]:
+    """``identity_overrides`` rows: each merged-away customer points at its survivor, and
+    each identifier's fallback id at the customer the identifier was assigned to."""
+    rows = [[m.absorbed, m.survivor, m.occurred_at, m.version, 0] for m in events.merges]
+    for a in events.assignments:
+        fallback = fallback_customer_id(a.node)
+        if fallback != a.customer_id:
+            rows.append([fallback, a.customer_id, now, a.version, 0 if a.customer_id else 1])
+    for gone in events.forgotten:  # an erased customer's overrides are deleted too
+        for customer in (gone.customer_id, *gone.absorbed):
+            if customer:
+                rows.append([customer, "", now, 2**63, 1])
+    return rows
+
+
+def refusal_rows(events: IdentityEvents) -> list[list[Any]]:
+    """``identity_refusals`` rows, one per refused identifier."""
+    return [
+        [
+            r.event_id,
+            r.node,
+            r.node.partition(":")[0],
+            r.reason,
+            r.customer_id,
+            r.occurred_at,
+            r.detail,
+        ]
+        for r in events.refusals
+    ]
+
+
+TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "touchpoints": TOUCHPOINT_COLUMNS,
+    "dead_letters": DEAD_LETTER_COLUMNS,
+    "identity_overrides": OVERRIDE_COLUMNS,
+    "identity_refusals": REFUSAL_COLUMNS,
+}

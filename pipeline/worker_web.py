@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 if TYPE_CHECKING:
     import faust
 
-    from pipeline.faust_app import Worker
+    from pipeline.worker_context import Worker
 
 log = logging.getLogger("touchpoint.health")
 PROBE_INTERVAL = 5.0
@@ -72,7 +72,7 @@ def install_web(app: faust.App, worker: Worker) -> None:
     health = BrokerHealth()
 
     def problems() -> list[str]:
-        sinks = [worker.touchpoint_sink, worker.dead_letter_sink]
+        sinks = worker.sinks.values()
         found = [f"sink {s.table}: {s.last_error}" for s in sinks if not s.healthy]
         found += health.problems(time.monotonic())
         worker.metrics.healthy.set(0 if found else 1)

@@ -185,3 +185,21 @@ class GraphDelta(Record):
     """Nodes newly blocked as hubs."""
     forgotten: tuple[str, ...] = ()
     """Hashes of forgotten nodes, which must never come back."""
+
+
+class ResolverInput(Record):
+    """One message on the links topic: identity links of an ingest batch, or forget requests."""
+
+    links: tuple[IdentityLink, ...] = ()
+    forget: tuple[str, ...] = ()
+    """Nodes whose whole customer is to be erased (GDPR)."""
+
+
+class IdentityEvents(Record):
+    """What one resolver batch tells the sinks: assignments, merges, refusals, erasures."""
+
+    assignments: tuple[NodeAssignment, ...] = ()
+    """Events stamped with ``fallback_customer_id(node)`` belong to ``customer_id`` now."""
+    merges: tuple[CustomerMerge, ...] = ()
+    refusals: tuple[RefusedLink, ...] = ()
+    forgotten: tuple[ForgetResult, ...] = ()

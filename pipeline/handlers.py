@@ -1,0 +1,179 @@
+"""What each agent does with one batch. Handlers never raise into faust: an unexpected
+error exits the process without committing (:func:`fail_stop`), so nothing is acked unwritten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from pipeline.ingest import IngestResult, RawMessage, ingest_batch
+from pipeline.resolver import publish, read_changelog, resolve_inputs
+from pipeline.rows import dead_letter_row, override_rows, refusal_rows, touchpoint_row
+from pipeline.sink import OffsetRanges, dedup_token
+from pipeline.stamp import stamp
+from pipeline.validate import dead_letter
+from pipeline.worker_context import Topics, Worker
+from schemas.identity import IdentityEvents, ResolverInput
+from schemas.records import DeadLetter, FieldError, SourceRef, TouchpointBatch
+
+log = logging.getLogger("touchpoint.worker")
+EXIT_STAGE_FAILURE = 70
+
+
+async def fail_stop(stage: str, work: Awaitable[None]) -> None:
+    """Run one batch's work; on an unexpected error, exit the process at once.
+
+    faust acks a ``take_events`` batch when the agent raises, and would commit offsets of
+    events never written. Exiting without clean-up commits nothing, so the batch is read
+    again by whichever worker takes over: at-least-once, never lost.
+    """
+    try:
+        await work
+    except Exception:
+        log.critical(
+            "stage %s failed; exiting without committing so nothing is lost", stage, exc_info=True
+        )
+        logging.shutdown()
+        os._exit(EXIT_STAGE_FAILURE)
+
+
+def raw_of(event: Any) -> RawMessage:
+    msg = event.message
+    return RawMessage(msg.topic, msg.partition, msg.offset, event.value, msg.timestamp)
+
+
+def _record_ingest(
+    worker: Worker, batch: Sequence[RawMessage], result: IngestResult, now: datetime
+) -> None:
+    m = worker.metrics
+    m.events_in.inc(len(batch))
+    m.events_valid.inc(sum(len(v) for v in result.valid.values()) + result.duplicates)
+    m.duplicates.inc(result.duplicates)
+    for dl in result.dead:
+        m.dead_lettered.labels(dl.reason, dl.stage).inc()
+    for channel, count in result.unknown_types.items():
+        m.unknown_event_types.labels(channel).inc(count)
+    stamps = [r.timestamp_ms for r in batch if r.timestamp_ms]
+    if stamps:
+        m.ingest_lag_seconds.set(max(0.0, now.timestamp() - min(stamps) / 1000))
+    newest = [tp.occurred_at for tps in result.valid.values() for tp in tps]
+    if newest:
+        m.newest_event_time.set(max(newest).timestamp())
+
+
+async def send_dead_letter(topics: Topics, dl: DeadLetter) -> Awaitable[Any]:
+    partition = dl.src.partition % topics.partitions
+    value = dl.model_dump_json().encode()
+    sent: Awaitable[Any] = await topics.dlq.send(
+        key=dl.event_id.encode() or None, value=value, partition=partition
+    )
+    return sent
+
+
+async def handle_raw(worker: Worker, topics: Topics, batch: Sequence[RawMessage]) -> None:
+    """Validate, dedup and stamp a raw batch; send touchpoints by customer partition, the
+    identity links to the resolver and dead letters to the DLQ; wait for all of them."""
+    now = datetime.now(UTC)
+    result = ingest_batch(batch, now, worker.validation, worker.window)
+    _record_ingest(worker, batch, result, now)
+    stamped = stamp(
+        (tp for tps in result.valid.values() for tp in tps), worker.assignments, topics.partitions
+    )
+    worker.metrics.erased.inc(stamped.erased)
+    pending = []
+    for partition, records in stamped.by_partition.items():
+        body = TouchpointBatch(records=tuple(records), produced_at=now).model_dump_json()
+        pending.append(
+            await topics.valid.send(
+                key=str(partition).encode(), value=body.encode(), partition=partition
+            )
+        )
+    if stamped.links:
+        body = ResolverInput(links=stamped.links).model_dump_json()
+        pending.append(await topics.links.send(key=b"links", value=body.encode(), partition=0))
+    for dl in result.dead:
+        pending.append(await send_dead_letter(topics, dl))
+    await asyncio.gather(*pending)  # delivered (acks=all) before the raw offsets are committed
+
+
+async def handle_valid(worker: Worker, topics: Topics, events: Sequence[Any]) -> None:
+    """Insert the touchpoints of several batch messages in one ClickHouse insert."""
+    rows: list[list[Any]] = []
+    ranges, bad = OffsetRanges(), []
+    for event in events:
+        ranges.add(event.message.partition, event.message.offset)
+        try:
+            batch = TouchpointBatch.model_validate_json(event.value)
+        except ValidationError as exc:
+            bad.append(undecodable(raw_of(event), "sink-touchpoints", exc))
+            continue
+        rows.extend(touchpoint_row(tp) for tp in batch.records)
+    await worker.sinks["touchpoints"].write(
+        rows, dedup_token(topics.valid.get_topic_name(), ranges.ranges)
+    )
+    await asyncio.gather(*[await send_dead_letter(topics, dl) for dl in bad])
+
+
+async def handle_dead_letters(worker: Worker, topics: Topics, events: Sequence[Any]) -> None:
+    """Insert a batch of dead letters; an undecodable one is stored as a stage error."""
+    rows = []
+    ranges = OffsetRanges()
+    for event in events:
+        ranges.add(event.message.partition, event.message.offset)
+        try:
+            dl = DeadLetter.model_validate_json(event.value)
+        except ValidationError as exc:
+            dl = undecodable(raw_of(event), "sink-dead-letters", exc)
+        rows.append(dead_letter_row(dl))
+    await worker.sinks["dead_letters"].write(
+        rows, dedup_token(topics.dlq.get_topic_name(), ranges.ranges)
+    )
+
+
+async def handle_links(worker: Worker, topics: Topics, events: Sequence[Any]) -> None:
+    """Resolve a batch of identity links (the single writer of the graph)."""
+    if worker.graph is None:
+        worker.graph = await read_changelog(
+            topics.identity_changelog.get_topic_name(), worker.kafka
+        )
+    inputs = [ResolverInput.model_validate_json(e.value) for e in events]
+    step = resolve_inputs(worker.graph, inputs, worker.guardrails)
+    await publish(step, topics.assignments, topics.identity_events, topics.identity_changelog)
+    worker.metrics.identity_merges.inc(len(step.events.merges))
+    for refusal in step.events.refusals:
+        worker.metrics.identity_refusals.labels(refusal.reason).inc()
+
+
+async def handle_identity_events(worker: Worker, topics: Topics, events: Sequence[Any]) -> None:
+    """Write merges (as overrides) and refusals to ClickHouse."""
+    ranges = OffsetRanges()
+    overrides: list[list[Any]] = []
+    refusals: list[list[Any]] = []
+    for event in events:
+        ranges.add(event.message.partition, event.message.offset)
+        batch = IdentityEvents.model_validate_json(event.value)
+        overrides += override_rows(batch, datetime.now(UTC))
+        refusals += refusal_rows(batch)
+    token = dedup_token(topics.identity_events.get_topic_name(), ranges.ranges)
+    await worker.sinks["identity_overrides"].write(overrides, token)
+    await worker.sinks["identity_refusals"].write(refusals, token)
+
+
+def undecodable(msg: RawMessage, stage: str, exc: Exception) -> DeadLetter:
+    src = SourceRef(topic=msg.topic, partition=msg.partition, offset=msg.offset)
+    detail = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+    error = FieldError(
+        path="$",
+        message=f"undecodable internal message: {detail}",
+        value=repr((msg.value or b"")[:80]),
+    )
+    return dead_letter(
+        "stage_error", [error], msg.value or b"", src, datetime.now(UTC), stage=stage
+    )
