@@ -80,7 +80,16 @@ def worker(
     bootstrap: Bootstrap = None,
     clickhouse_url: ClickHouseURL = None,
     web_port: Annotated[int | None, opt("worker_web_port", "--web-port")] = None,
-    loglevel: Annotated[str, typer.Option("--loglevel", "-l", help="faust log level.")] = "info",
+    loglevel: Annotated[
+        str,
+        typer.Option(
+            "--loglevel",
+            "-l",
+            envvar="TOUCHPOINT_WORKER_LOGLEVEL",
+            show_envvar=True,
+            help="faust log level.",
+        ),
+    ] = "info",
 ) -> None:
     """Run one faust worker (the same as ``faust -A pipeline.app worker``)."""
     env = {
@@ -130,5 +139,7 @@ def main() -> None:
 # Commands defined in other modules register themselves on ``cli`` when imported.
 import pipeline.cli_producers  # noqa: E402, F401  # produce, collect, simulate
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # python -m pipeline.cli: use the module the commands registered on
+    from pipeline.cli import main as registered_main
+
+    registered_main()

@@ -1,0 +1,89 @@
+"""Run a simulation into Kafka: pacing, progress and the end-of-run summary.
+
+Two ways to pace: ``rate`` sends at most that many messages per second (0: as fast as the
+producer goes); ``live`` starts the simulated clock at now and sends each message when the
+wall clock reaches its simulated delivery time, so event times look like a live feed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from pipeline.producers.kafka import TrackedProducer
+from pipeline.producers.simulator import SimEvent
+
+
+@dataclass
+class SimulationRun:
+    sent: int = 0
+    malformed: Counter[str] = field(default_factory=Counter)
+    duplicates: int = 0
+    seconds: float = 0.0
+
+    def render(self, console: Console) -> None:
+        rate = self.sent / self.seconds if self.seconds else 0.0
+        console.print(f"sent {self.sent:,} messages in {self.seconds:.1f}s ({rate:,.0f}/s)")
+        console.print(
+            f"  duplicates: {self.duplicates:,}; malformed: {sum(self.malformed.values()):,} {dict(self.malformed)}"
+        )
+
+
+class Pacer:
+    """Sleeps so that sends follow a rate, or the simulated delivery clock (live)."""
+
+    def __init__(self, rate: float, live: bool) -> None:
+        self.rate, self.live = rate, live
+        self.started = time.monotonic()
+        self.first_delivery: float | None = None
+
+    def wait(self, index: int, event: SimEvent) -> None:
+        if self.live:
+            at = event.delivered_at.timestamp()
+            self.first_delivery = self.first_delivery if self.first_delivery is not None else at
+            due = self.started + (at - self.first_delivery)
+        elif self.rate > 0:
+            due = self.started + index / self.rate
+        else:
+            return
+        delay = due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
+
+def run(
+    events: Iterable[SimEvent],
+    producer: TrackedProducer,
+    topic: str,
+    *,
+    rate: float,
+    live: bool,
+    total: int | None,
+    quiet: bool,
+    console: Console,
+) -> SimulationRun:
+    """Produce every simulated message to ``topic``; returns what was sent."""
+    result = SimulationRun()
+    pacer = Pacer(rate, live)
+    started = time.monotonic()
+    columns = (TextColumn("simulate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, disable=quiet) as progress:
+        task = progress.add_task("simulate", total=total)
+        for index, event in enumerate(events):
+            pacer.wait(index, event)
+            producer.send(topic, key=event.key, value=event.payload)
+            result.sent += 1
+            result.duplicates += event.duplicate
+            if event.malformed_kind is not None:
+                result.malformed[event.malformed_kind] += 1
+            if index % 1000 == 0:
+                progress.update(task, completed=result.sent)
+        producer.flush()
+        progress.update(task, completed=result.sent)
+    result.seconds = time.monotonic() - started
+    return result
