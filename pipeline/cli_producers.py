@@ -159,6 +159,10 @@ def simulate(
         Path | None, flag("simulate", "truth", "Write the ground truth (JSONL) here.")
     ] = None,
     quiet: Annotated[bool, flag("simulate", "quiet", "No progress bar.", "--quiet")] = False,
+    warmup: Annotated[
+        float,
+        flag("simulate", "warmup", "Live: simulated minutes before now (generated, not sent)."),
+    ] = 30.0,
 ) -> None:
     """Simulate realistic multi-channel customer journeys and produce them to Kafka.
 
@@ -177,9 +181,10 @@ def simulate(
     settings = settings_from(kafka_bootstrap=bootstrap, raw_topic=topic)
     now = datetime.now(UTC)
     config = SimulationConfig(
-        seed=seed, start=now if live else now - timedelta(minutes=duration),
+        seed=seed, start=now - timedelta(minutes=warmup if live else duration),
         duration=timedelta(minutes=duration), customers=customers, max_events=events,
-        events_per_second=rate if live and rate > 0 else None, malformed_fraction=malformed,
+        events_per_second=rate if live and rate > 0 else None,
+ malformed_fraction=malformed,
         duplicate_fraction=duplicates, late_fraction=late,
         incidents=tuple(_incident(i) for i in incident or ()), adversarial=adversarial,
     )  # fmt: skip

@@ -120,7 +120,14 @@ def start_pipeline(settings: Settings, group: ProcessGroup) -> list[int]:
     group.start("dashboard", python_module("pipeline.dashboard"), env)
     if settings.demo_rate > 0:
         argv = python_module(
-            "pipeline.cli", "simulate", "--rate", str(settings.demo_rate), "--live", "--quiet"
+            "pipeline.cli",
+            "simulate",
+            "--rate",
+            str(settings.demo_rate),
+            "--live",
+            "--duration",
+            "1440",
+            "--quiet",
         )
         group.start("simulator", argv, env)
     return ports

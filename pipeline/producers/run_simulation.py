@@ -1,8 +1,10 @@
 """Run a simulation into Kafka: pacing, progress and the end-of-run summary.
 
 Two ways to pace: ``rate`` sends at most that many messages per second (0: as fast as the
-producer goes); ``live`` starts the simulated clock at now and sends each message when the
-wall clock reaches its simulated delivery time, so event times look like a live feed.
+producer goes); ``live`` sends each message when the wall clock reaches its simulated
+delivery time, so event times look like a live feed. A live run starts its simulated clock
+a warm-up before now and sends only what is due from now on, so the feed starts at its
+steady rate with journeys already in progress.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ class SimulationRun:
     sent: int = 0
     malformed: Counter[str] = field(default_factory=Counter)
     duplicates: int = 0
+    warmup: int = 0
+    """Live runs start mid-day: messages of the warm-up window are generated, not sent."""
     seconds: float = 0.0
 
     def render(self, console: Console) -> None:
@@ -32,21 +36,25 @@ class SimulationRun:
         console.print(
             f"  duplicates: {self.duplicates:,}; malformed: {sum(self.malformed.values()):,} {dict(self.malformed)}"
         )
+        if self.warmup:
+            console.print(f"  warm-up messages generated but not sent: {self.warmup:,}")
 
 
 class Pacer:
-    """Sleeps so that sends follow a rate, or the simulated delivery clock (live)."""
+    """Sleeps so that sends follow a rate, or, live, the simulated delivery clock."""
 
     def __init__(self, rate: float, live: bool) -> None:
         self.rate, self.live = rate, live
         self.started = time.monotonic()
-        self.first_delivery: float | None = None
+        self.started_wall = time.time()
+
+    def skip(self, event: SimEvent) -> bool:
+        """Live: a message due before the run started belongs to the warm-up; not sent."""
+        return self.live and event.delivered_at.timestamp() < self.started_wall
 
     def wait(self, index: int, event: SimEvent) -> None:
         if self.live:
-            at = event.delivered_at.timestamp()
-            self.first_delivery = self.first_delivery if self.first_delivery is not None else at
-            due = self.started + (at - self.first_delivery)
+            due = self.started + (event.delivered_at.timestamp() - self.started_wall)
         elif self.rate > 0:
             due = self.started + index / self.rate
         else:
@@ -75,6 +83,9 @@ def run(
     with Progress(*columns, console=console, disable=quiet) as progress:
         task = progress.add_task("simulate", total=total)
         for index, event in enumerate(events):
+            if pacer.skip(event):
+                result.warmup += 1
+                continue
             pacer.wait(index, event)
             producer.send(topic, key=event.key, value=event.payload)
             result.sent += 1
