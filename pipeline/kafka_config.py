@@ -48,8 +48,8 @@ class KafkaConfig:
     def _password(self) -> str | None:
         return self.sasl_password.get_secret_value() if self.sasl_password else None
 
-    def kafka_python(self) -> dict[str, Any]:
-        """Keyword arguments for kafka-python clients."""
+    def _common(self) -> dict[str, Any]:
+        """Servers, protocol and SASL: the same keyword names in kafka-python and aiokafka."""
         kwargs: dict[str, Any] = {
             "bootstrap_servers": self.servers,
             "security_protocol": self.security_protocol,
@@ -60,22 +60,18 @@ class KafkaConfig:
                 "sasl_plain_username": self.sasl_username,
                 "sasl_plain_password": self._password(),
             }
+        return kwargs
+
+    def kafka_python(self) -> dict[str, Any]:
+        """Keyword arguments for kafka-python clients."""
+        kwargs = self._common()
         if self.ssl_cafile:
             kwargs["ssl_cafile"] = str(self.ssl_cafile)
         return kwargs
 
     def aiokafka(self) -> dict[str, Any]:
         """Keyword arguments for aiokafka clients."""
-        kwargs: dict[str, Any] = {
-            "bootstrap_servers": self.servers,
-            "security_protocol": self.security_protocol,
-        }
-        if self.sasl_mechanism:
-            kwargs |= {
-                "sasl_mechanism": self.sasl_mechanism,
-                "sasl_plain_username": self.sasl_username,
-                "sasl_plain_password": self._password(),
-            }
+        kwargs = self._common()
         if (context := self._ssl_context()) is not None:
             kwargs["ssl_context"] = context
         return kwargs
