@@ -6,14 +6,9 @@ keeps data in memory only: a restart of the broker loses every topic and record.
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import IO
 
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
@@ -106,64 +101,3 @@ def tansu_argv(host: str, port: int, *, authentication: bool = False) -> list[st
     argv = [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url]
     argv += ["--storage-engine", "memory://tansu/"]
     return [*argv, "--authentication"] if authentication else argv
-
-
-class EmbeddedBroker:
-    """A Tansu broker subprocess on ``host:port`` with memory storage."""
-
-    def __init__(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 9092,
-        *,
-        log_file: Path | None = None,
-        authentication: bool = False,
-    ) -> None:
-        self.host, self.port = host, port
-        self.log_file = log_file
-        self.authentication = authentication
-        self.process: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-
-    @property
-    def bootstrap(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    def start(self, timeout: float = 20.0) -> EmbeddedBroker:
-        cmd = tansu_argv(self.host, self.port, authentication=self.authentication)
-        env = {k: v for k, v in os.environ.items() if k not in TANSU_ENV}
-        self._log = open(self.log_file, "ab") if self.log_file else None  # noqa: SIM115  # closed in stop()
-        out = self._log or subprocess.DEVNULL
-        self.process = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-        deadline = time.monotonic() + timeout
-        while not broker_reachable(self.host, self.port, 0.2):
-            if self.process.poll() is not None:
-                raise BrokerError(
-                    f"Tansu exited with code {self.process.returncode} (port {self.port} taken?)"
-                )
-            if time.monotonic() > deadline:
-                self.stop()
-                raise BrokerError(f"Tansu did not listen on {self.bootstrap} within {timeout:.0f}s")
-            time.sleep(0.1)
-        return self
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        self.process = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def __enter__(self) -> EmbeddedBroker:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

