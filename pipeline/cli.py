@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 
 from pipeline.errors import TouchpointError
 from pipeline.settings import ENV_PREFIX, Settings, load_settings
@@ -34,10 +35,22 @@ def opt(field: str, *flags: str) -> Any:
     )
 
 
+def describe_settings_error(exc: ValidationError) -> str:
+    """One line per bad setting: its env var, the value given, and what is wrong."""
+    lines = []
+    for err in exc.errors(include_url=False):
+        field = str(err["loc"][0]) if err["loc"] else "?"
+        lines.append(f"{ENV_PREFIX}{field.upper()}={err.get('input')!r}: {err['msg']}")
+    return "invalid settings:\n  " + "\n  ".join(lines)
+
+
 def settings_from(**flags: Any) -> Settings:
     try:
         return load_settings(**flags)
-    except Exception as exc:  # pydantic's message names the field and the value
+    except ValidationError as exc:
+        typer.echo(f"touchpoint: {describe_settings_error(exc)}", err=True)
+        raise typer.Exit(2) from exc
+    except OSError as exc:  # a *_FILE variable naming a file that cannot be read
         typer.echo(f"touchpoint: invalid settings: {exc}", err=True)
         raise typer.Exit(2) from exc
 
