@@ -44,6 +44,12 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             (("retention.ms", str(7 * 86_400_000)), BATCH_SIZE),
         ),
         TopicSpec(settings.topic("identity-changelog"), 1, (("retention.ms", "-1"), BATCH_SIZE)),
+        TopicSpec(settings.topic("journeyed"), p, (("retention.ms", str(86_400_000)), BATCH_SIZE)),
+        TopicSpec(
+            settings.topic("transitions"), p, (("retention.ms", str(86_400_000)), BATCH_SIZE)
+        ),
+        # not compacted yet: restoring a partition replays all of it (a known limit)
+        TopicSpec(settings.topic("journey-changelog"), p, (("retention.ms", "-1"), BATCH_SIZE)),
     ]
 
 

@@ -10,7 +10,13 @@ Data flow (``<p>`` is ``TOUCHPOINT_TOPIC_PREFIX``):
 - agent ``resolver``: ``<p>.links`` -> identity graph -> ``<p>.assignments`` (compacted),
   ``<p>.identity-events``, ``<p>.identity-changelog``
 - task ``assignments``: tails ``<p>.assignments`` into the worker's identity map
-- agents ``sink-*``: ``<p>.valid``, ``touchpoints.dlq``, ``<p>.identity-events`` -> ClickHouse
+- agent ``journey``: ``<p>.valid`` (touchpoint batches, merge notices, state handoffs) ->
+  journey states (in memory per partition) -> ``<p>.journeyed`` (stamped with journey and
+  stage), ``<p>.transitions`` (rows), ``<p>.journey-changelog`` (changed states per batch)
+- agent ``sink-identity`` also routes each merge to the absorbed customer's ``<p>.valid``
+  partition as a merge notice
+- agents ``sink-*``: ``<p>.journeyed``, ``<p>.transitions``, ``touchpoints.dlq``,
+  ``<p>.identity-events`` -> ClickHouse
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from pipeline.handlers import (
     handle_valid,
 )
 from pipeline.ingest import RawMessage
+from pipeline.journey_handlers import handle_journey, handle_transitions
 from pipeline.kafka_config import KafkaConfig
 from pipeline.metrics import PipelineMetrics
 from pipeline.raw_consumer import RawConsumer
@@ -39,6 +46,8 @@ from pipeline.settings import Settings
 from pipeline.worker_context import Topics, Worker, make_worker, raw_consumer_config
 
 RESOLVER_BATCH = 64
+JOURNEY_BATCH = 64
+"""``<prefix>.valid`` messages per journey batch (each a batch of events itself)."""
 
 
 def batches(
@@ -84,6 +93,9 @@ def make_topics(app: faust.App, settings: Settings) -> Topics:
         assignments=topic(settings.topic("assignments")),
         identity_events=topic(settings.topic("identity-events"), 1),
         identity_changelog=topic(settings.topic("identity-changelog"), 1),
+        journeyed=topic(settings.topic("journeyed")),
+        transitions=topic(settings.topic("transitions")),
+        journey_changelog=topic(settings.topic("journey-changelog")),
         partitions=settings.partitions,
     )
 
@@ -97,6 +109,7 @@ def build_app(settings: Settings, metrics: PipelineMetrics | None = None) -> fau
     topics = make_topics(app, settings)
     install_ingest(app, worker, topics)
     install_identity(app, worker, topics)
+    install_journey(app, worker, topics)
     install_sinks(app, worker, topics)
     from pipeline.worker_web import install_web
 
@@ -135,12 +148,28 @@ def install_identity(app: faust.App, worker: Worker, topics: Topics) -> None:
             worker.graph = None  # whoever owns the partition next rebuilds it from the changelog
 
 
+def install_journey(app: faust.App, worker: Worker, topics: Topics) -> None:
+    s = worker.settings
+
+    @app.agent(topics.valid, name="journey")
+    async def journey(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        async for events in batches(stream, JOURNEY_BATCH, s.batch_max_seconds):
+            await fail_stop("journey", handle_journey(worker, topics, events))
+            yield None
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # faust types receivers narrower than it calls them
+    async def drop_journeys(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        revoked = kwargs.get("revoked", args[0] if args else set())
+        valid = topics.valid.get_topic_name()
+        worker.journeys.drop(tp.partition for tp in revoked if tp.topic == valid)
+
+
 def install_sinks(app: faust.App, worker: Worker, topics: Topics) -> None:
     s = worker.settings
-    # a valid-topic message holds one customer partition's share of an ingest batch
+    # a journeyed message holds one customer partition's share of an ingest batch
     per_take = min(64, max(1, s.sink_max_rows * s.partitions // s.batch_max_events))
 
-    @app.agent(topics.valid, name="sink-touchpoints")
+    @app.agent(topics.journeyed, name="sink-touchpoints")
     async def sink_touchpoints(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async for events in batches(stream, per_take, s.sink_max_seconds):
             await fail_stop("sink-touchpoints", handle_valid(worker, topics, events))
@@ -150,6 +179,12 @@ def install_sinks(app: faust.App, worker: Worker, topics: Topics) -> None:
     async def sink_dead_letters(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async for events in batches(stream, s.sink_max_rows, s.sink_max_seconds):
             await fail_stop("sink-dead-letters", handle_dead_letters(worker, topics, events))
+            yield None
+
+    @app.agent(topics.transitions, name="sink-journeys")
+    async def sink_journeys(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        async for events in batches(stream, per_take, s.sink_max_seconds):
+            await fail_stop("sink-journeys", handle_transitions(worker, topics, events))
             yield None
 
     @app.agent(topics.identity_events, name="sink-identity")

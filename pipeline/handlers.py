@@ -17,10 +17,11 @@ from pipeline.ingest import IngestResult, RawMessage, ingest_batch
 from pipeline.resolver import publish, read_changelog, resolve_inputs
 from pipeline.rows import dead_letter_row, override_rows, refusal_rows, touchpoint_row
 from pipeline.sink import OffsetRanges, dedup_token
-from pipeline.stamp import stamp
+from pipeline.stamp import customer_partition, stamp
 from pipeline.validate import dead_letter
 from pipeline.worker_context import Topics, Worker
-from schemas.identity import IdentityEvents, ResolverInput
+from schemas.identity import CustomerMerge, IdentityEvents, ResolverInput
+from schemas.journey import MergeNotice
 from schemas.records import DeadLetter, FieldError, SourceRef, TouchpointBatch
 
 log = logging.getLogger("touchpoint.worker")
@@ -104,7 +105,7 @@ async def handle_raw(worker: Worker, topics: Topics, batch: Sequence[RawMessage]
 
 
 async def handle_valid(worker: Worker, topics: Topics, events: Sequence[Any]) -> None:
-    """Insert the touchpoints of several batch messages in one ClickHouse insert."""
+    """Insert the touchpoints of several ``<prefix>.journeyed`` batch messages at once."""
     rows: list[list[Any]] = []
     ranges, bad = OffsetRanges(), []
     for event in events:
@@ -116,7 +117,7 @@ async def handle_valid(worker: Worker, topics: Topics, events: Sequence[Any]) ->
             continue
         rows.extend(touchpoint_row(tp) for tp in batch.records)
     await worker.sinks["touchpoints"].write(
-        rows, dedup_token(topics.valid.get_topic_name(), ranges.ranges)
+        rows, dedup_token(topics.journeyed.get_topic_name(), ranges.ranges)
     )
     await asyncio.gather(*[await send_dead_letter(topics, dl) for dl in bad])
 
@@ -152,18 +153,39 @@ async def handle_links(worker: Worker, topics: Topics, events: Sequence[Any]) ->
 
 
 async def handle_identity_events(worker: Worker, topics: Topics, events: Sequence[Any]) -> None:
-    """Write merges (as overrides) and refusals to ClickHouse."""
+    """Route merges to the journey stage; write merges (as overrides) and refusals to
+    ClickHouse."""
     ranges = OffsetRanges()
     overrides: list[list[Any]] = []
     refusals: list[list[Any]] = []
+    merges: list[CustomerMerge] = []
     for event in events:
         ranges.add(event.message.partition, event.message.offset)
         batch = IdentityEvents.model_validate_json(event.value)
         overrides += override_rows(batch, datetime.now(UTC))
         refusals += refusal_rows(batch)
+        merges += batch.merges
+    await send_merge_notices(topics, merges)
     token = dedup_token(topics.identity_events.get_topic_name(), ranges.ranges)
     await worker.sinks["identity_overrides"].write(overrides, token)
     await worker.sinks["identity_refusals"].write(refusals, token)
+
+
+async def send_merge_notices(topics: Topics, merges: Sequence[CustomerMerge]) -> None:
+    """Tell each absorbed customer's journey partition (on ``<prefix>.valid``) about its
+    merge, and wait for delivery."""
+    pending = []
+    for m in merges:
+        partition = customer_partition(m.absorbed, topics.partitions)
+        notice = MergeNotice(absorbed=m.absorbed, survivor=m.survivor, version=m.version)
+        pending.append(
+            await topics.valid.send(
+                key=str(partition).encode(),
+                value=notice.model_dump_json().encode(),
+                partition=partition,
+            )
+        )
+    await asyncio.gather(*pending)
 
 
 def undecodable(msg: RawMessage, stage: str, exc: Exception) -> DeadLetter:

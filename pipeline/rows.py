@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from schemas.identity import IdentityEvents, fallback_customer_id
+from schemas.journey import CustomerProfile, JourneyRow, StageTransition
 from schemas.records import DeadLetter, Touchpoint
 
 TOUCHPOINT_COLUMNS = (
@@ -115,9 +116,50 @@ def refusal_rows(events: IdentityEvents) -> list[list[Any]]:
     ]
 
 
+TRANSITION_COLUMNS = (
+    "customer_id", "journey_id", "from_stage", "to_stage", "at", "channel", "event_id",
+    "seconds_in_previous", "version", "is_deleted",
+)  # fmt: skip
+JOURNEY_COLUMNS = (
+    "customer_id", "journey_id", "started_at", "last_seen", "current_stage", "stages",
+    "completed", "version", "is_deleted",
+)  # fmt: skip
+CUSTOMER_COLUMNS = (
+    "customer_id", "journey_id", "stage", "first_seen", "last_seen", "channels", "segment",
+    "purchases", "journeys", "version", "is_deleted",
+)  # fmt: skip
+
+
+def transition_row(t: StageTransition) -> list[Any]:
+    """One ``stage_transitions`` row, in :data:`TRANSITION_COLUMNS` order."""
+    return [
+        t.customer_id, t.journey_id, t.from_stage or "", t.to_stage, t.at, t.channel,
+        t.event_id, t.seconds_in_previous, t.version, int(t.is_deleted),
+    ]  # fmt: skip
+
+
+def journey_row(j: JourneyRow) -> list[Any]:
+    """One ``journeys`` row, in :data:`JOURNEY_COLUMNS` order."""
+    return [
+        j.customer_id, j.journey_id, j.started_at, j.last_seen, j.current_stage or "",
+        list(j.stages), list(j.completed), j.version, int(j.is_deleted),
+    ]  # fmt: skip
+
+
+def customer_row(c: CustomerProfile) -> list[Any]:
+    """One ``customers`` row, in :data:`CUSTOMER_COLUMNS` order."""
+    return [
+        c.customer_id, c.journey_id, c.stage or "", c.first_seen, c.last_seen, c.channels,
+        c.segment or "", c.purchases, c.journeys, c.version, int(c.is_deleted),
+    ]  # fmt: skip
+
+
 TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "touchpoints": TOUCHPOINT_COLUMNS,
     "dead_letters": DEAD_LETTER_COLUMNS,
     "identity_overrides": OVERRIDE_COLUMNS,
     "identity_refusals": REFUSAL_COLUMNS,
+    "stage_transitions": TRANSITION_COLUMNS,
+    "journeys": JOURNEY_COLUMNS,
+    "customers": CUSTOMER_COLUMNS,
 }

@@ -12,12 +12,14 @@ from pipeline.assignment_map import AssignmentMap
 from pipeline.chclient import ClickHouseConfig, connect
 from pipeline.dedup import RecentIds
 from pipeline.identity_graph import GuardrailConfig, IdentityGraph
+from pipeline.journey_store import JourneyStore
 from pipeline.kafka_config import KafkaConfig
 from pipeline.metrics import PipelineMetrics
 from pipeline.raw_consumer import RawConsumerConfig
 from pipeline.rows import TABLE_COLUMNS
 from pipeline.settings import Settings
 from pipeline.sink import ClickHouseSink, RetryPolicy
+from pipeline.stage_model import StageModel, load_stage_model
 from pipeline.validate import ValidationConfig
 
 
@@ -31,6 +33,9 @@ class Topics:
     assignments: Any
     identity_events: Any
     identity_changelog: Any
+    journeyed: Any
+    transitions: Any
+    journey_changelog: Any
     partitions: int
 
 
@@ -44,6 +49,9 @@ class Worker:
     validation: ValidationConfig
     guardrails: GuardrailConfig
     sinks: dict[str, ClickHouseSink]
+    stage_model: StageModel
+    journeys: JourneyStore
+    """The journey states of the ``<prefix>.valid`` partitions this worker owns."""
     window: RecentIds = field(default_factory=RecentIds)
     assignments: AssignmentMap = field(default_factory=AssignmentMap)
     graph: IdentityGraph | None = None
@@ -91,4 +99,8 @@ def make_worker(settings: Settings, metrics: PipelineMetrics) -> Worker:
         validation=validation_config(settings),
         guardrails=GuardrailConfig(),
         sinks=sinks,
+        stage_model=load_stage_model(),
+        journeys=JourneyStore(
+            settings.topic("journey-changelog"), KafkaConfig.from_settings(settings)
+        ),
     )

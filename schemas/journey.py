@@ -10,10 +10,12 @@ higher version, and ``is_deleted`` rows retract keys that no longer exist.
 
 from __future__ import annotations
 
-from pydantic import AwareDatetime, Field
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, Discriminator, Field, Tag, TypeAdapter
 
 from schemas.events import Channel
-from schemas.records import Record
+from schemas.records import Record, TouchpointBatch
 
 GatedStep = tuple[str, str, bool]
 """(stage, after_stage or "", repeat): one rule whose stage depends on the history."""
@@ -120,3 +122,101 @@ class StageTransition(Record):
     """Seconds since the journey entered ``from_stage``."""
     version: int
     is_deleted: bool = False
+
+
+# --- messages of the journey stage ------------------------------------------------------------
+
+
+class TransitionBatch(Record):
+    """One message on ``<prefix>.transitions``: the rows one journey batch of one partition
+    produced, for the ``stage_transitions``, ``journeys`` and ``customers`` tables."""
+
+    records: tuple[StageTransition, ...] = ()
+    journeys: tuple[JourneyRow, ...] = ()
+    customers: tuple[CustomerProfile, ...] = ()
+    produced_at: AwareDatetime | None = None
+
+
+class JourneyRow(Record):
+    """One row of ``journeys``: a journey as of its customer's state ``version``."""
+
+    customer_id: str
+    journey_id: str
+    started_at: AwareDatetime
+    last_seen: AwareDatetime
+    current_stage: str | None
+    stages: tuple[str, ...]
+    """The stages entered, in the configured order."""
+    completed: tuple[str, ...] = ()
+    version: int
+    is_deleted: bool = False
+
+
+class CustomerProfile(Record):
+    """One row of ``customers``: the current profile of a customer (``is_deleted`` once it
+    was merged into another customer)."""
+
+    customer_id: str
+    journey_id: str
+    stage: str | None
+    first_seen: AwareDatetime
+    last_seen: AwareDatetime
+    channels: dict[str, int]
+    segment: str | None
+    purchases: int
+    journeys: int
+    version: int
+    is_deleted: bool = False
+
+
+class MergeNotice(Record):
+    """Sent to the absorbed customer's partition of ``<prefix>.valid``: hand its journey
+    state to the survivor and forward its later events there."""
+
+    kind: Literal["merge"] = "merge"
+    absorbed: str
+    survivor: str
+    version: int = 0
+    """The identity graph's version of the merge."""
+
+
+class StateHandoff(Record):
+    """Sent to the survivor's partition of ``<prefix>.valid``: the absorbed customer's
+    journey state, to merge into the survivor's."""
+
+    kind: Literal["handoff"] = "handoff"
+    survivor: str
+    state: JourneyState
+
+
+def _kind_of(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("kind", "touchpoints"))
+    return str(getattr(value, "kind", "touchpoints"))
+
+
+ValidMessage = Annotated[
+    Annotated[TouchpointBatch, Tag("touchpoints")]
+    | Annotated[MergeNotice, Tag("merge")]
+    | Annotated[StateHandoff, Tag("handoff")],
+    Discriminator(_kind_of),
+]
+"""A message of ``<prefix>.valid``, told apart by ``kind`` (absent: a touchpoint batch)."""
+
+VALID_MESSAGE: TypeAdapter[TouchpointBatch | MergeNotice | StateHandoff] = TypeAdapter(ValidMessage)
+
+
+class JourneyChangelog(Record):
+    """One message on ``<prefix>.journey-changelog`` (one per journey batch and partition):
+    the states changed by the batch. Replayed in order, the messages rebuild a partition."""
+
+    states: dict[str, JourneyState] = Field(default_factory=dict)
+    dropped: tuple[str, ...] = ()
+    """Customers whose state left the partition (handed off to a survivor)."""
+    redirects: dict[str, str] = Field(default_factory=dict)
+    """Absorbed customer -> survivor, for events still stamped with the absorbed id."""
+    merged: dict[str, int] = Field(default_factory=dict)
+    """Absorbed customer -> version of the state merged in (a repeated handoff is skipped)."""
+
+
+TransitionBatch.model_rebuild()

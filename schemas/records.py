@@ -104,7 +104,10 @@ class DeadLetter(Record):
 
 
 class TouchpointBatch(Record):
-    """Many touchpoints in one internal-topic message."""
+    """Many touchpoints in one internal-topic message. ``kind`` tells it apart from the
+    other messages of the valid topic (:data:`schemas.journey.ValidMessage`); a message
+    without ``kind`` is a touchpoint batch."""
 
+    kind: Literal["touchpoints"] = "touchpoints"
     records: tuple[Touchpoint, ...]
     produced_at: datetime | None = None

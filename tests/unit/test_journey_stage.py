@@ -1,0 +1,101 @@
+"""The journey stage over one partition's batch: grouping, merges, handoffs, changelog."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pipeline.journey_stage import PartitionState, run_batch
+from pipeline.stage_model import load_stage_model
+from pipeline.stamp import customer_partition
+from schemas.journey import VALID_MESSAGE, JourneyChangelog, MergeNotice, StateHandoff
+from schemas.records import SourceRef, Touchpoint, TouchpointBatch
+
+MODEL = load_stage_model()
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+P = 3
+
+
+def ev(event_id: str, minute: int, event_type: str, customer: str) -> Touchpoint:
+    at = T0 + timedelta(minutes=minute)
+    return Touchpoint(
+        event_id=event_id, occurred_at=at, received_at=at, channel="web", event_type=event_type,
+        known_type=True, identifiers={}, properties={}, schema_version=1, customer_id=customer,
+        src=SourceRef(topic="raw", partition=0, offset=0),
+    )  # fmt: skip
+
+
+def two_customers(same: bool) -> tuple[str, str]:
+    """Two customer ids on the same partition (``same``) or on different ones."""
+    ids = [f"c{i}" for i in range(50)]
+    a = ids[0]
+    b = next(c for c in ids[1:] if (customer_partition(c, P) == customer_partition(a, P)) == same)
+    return a, b
+
+
+def batch(*tps: Touchpoint) -> TouchpointBatch:
+    return TouchpointBatch(records=tps)
+
+
+def test_events_are_stamped_and_changed_states_logged() -> None:
+    a, _ = two_customers(True)
+    p = customer_partition(a, P)
+    part = PartitionState()
+    msgs: list[Any] = [batch(ev("e1", 0, "page_view", a)), batch(ev("e2", 5, "product_view", a))]
+    out = run_batch(part, p, P, msgs, MODEL)
+    assert [(t.event_id, t.stage) for t in out.stamped] == [
+        ("e1", "awareness"),
+        ("e2", "consideration"),
+    ]
+    assert len({t.journey_id for t in out.stamped}) == 1
+    assert [t.to_stage for t in out.transitions] == ["awareness", "consideration"]
+    assert set(out.changelog.states) == {a}
+    assert [c.customer_id for c in out.customers] == [a]
+    restored = PartitionState()
+    restored.apply(JourneyChangelog.model_validate_json(out.changelog.model_dump_json()))
+    assert restored.states == part.states
+
+
+def test_merge_on_one_partition_retracts_the_absorbed_rows() -> None:
+    a, b = two_customers(True)
+    p = customer_partition(a, P)
+    part = PartitionState()
+    run_batch(
+        part, p, P, [batch(ev("a1", 0, "page_view", a), ev("b1", 10, "add_to_cart", b))], MODEL
+    )
+    out = run_batch(part, p, P, [MergeNotice(absorbed=b, survivor=a)], MODEL)
+    assert set(part.states) == {a} and part.redirects == {b: a}
+    live = {(t.customer_id, t.to_stage) for t in out.transitions if not t.is_deleted}
+    gone = {(t.customer_id, t.to_stage) for t in out.transitions if t.is_deleted}
+    assert live == {(a, "awareness"), (a, "purchase")} and gone == {(b, "purchase")}
+    assert any(c.customer_id == b and c.is_deleted for c in out.customers)
+    assert out.changelog.dropped == (b,)
+    later = run_batch(part, p, P, [batch(ev("b2", 20, "purchase", b))], MODEL)
+    assert [t.customer_id for t in later.stamped] == [a]  # redirected to the survivor
+
+
+def test_merge_across_partitions_hands_the_state_over_once() -> None:
+    a, b = two_customers(False)
+    pa, pb = customer_partition(a, P), customer_partition(b, P)
+    home_a, home_b = PartitionState(), PartitionState()
+    run_batch(home_a, pa, P, [batch(ev("a1", 0, "page_view", a))], MODEL)
+    run_batch(home_b, pb, P, [batch(ev("b1", 10, "add_to_cart", b))], MODEL)
+    out = run_batch(home_b, pb, P, [MergeNotice(absorbed=b, survivor=a)], MODEL)
+    (handoff,) = out.forward[pa]
+    assert isinstance(handoff, StateHandoff) and not home_b.states
+    decoded = VALID_MESSAGE.validate_json(handoff.model_dump_json())
+    merged = run_batch(home_a, pa, P, [decoded], MODEL)
+    assert merged.transitions and home_a.merged == {b: handoff.state.version}
+    assert run_batch(home_a, pa, P, [decoded], MODEL).transitions == []  # a replay
+    late = run_batch(home_b, pb, P, [batch(ev("b2", 20, "purchase", b))], MODEL)
+    (fwd,) = late.forward[pa]
+    assert isinstance(fwd, TouchpointBatch) and fwd.records[0].customer_id == a
+
+
+def test_handoff_to_a_survivor_without_state() -> None:
+    a, b = two_customers(True)
+    p = customer_partition(a, P)
+    part = PartitionState()
+    run_batch(part, p, P, [batch(ev("b1", 0, "page_view", b))], MODEL)
+    run_batch(part, p, P, [MergeNotice(absorbed=b, survivor=a)], MODEL)
+    assert set(part.states) == {a} and part.states[a].current_stage == "awareness"
