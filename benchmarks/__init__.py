@@ -1,0 +1,1 @@
+"""Benchmarks of the touchpoint pipeline: ``python -m benchmarks`` (see README.md)."""

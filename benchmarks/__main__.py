@@ -1,0 +1,138 @@
+"""``python -m benchmarks``: throughput, freshness, per-stage speed and memory of the
+pipeline, each as the median (min, max) of R runs, speeds also as ratios to baselines
+measured in the same run. Prints a table and saves JSON (see benchmarks/README.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks.common import CHILDREN, ROOT, Figures, machine, make_events
+
+NAMES = ("drain", "freshness", "stages")
+console = Console(stderr=True)
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    p.add_argument("--events", type=int, default=200_000, help="simulated events (200000)")
+    p.add_argument("--runs", type=int, default=3, help="repetitions of each figure (3)")
+    p.add_argument(
+        "--only",
+        choices=NAMES,
+        action="append",
+        help="run only this benchmark (repeatable; memory comes with drain)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "benchmarks/results/latest.json",
+        help="JSON results path (benchmarks/results/latest.json)",
+    )
+    p.add_argument(
+        "--workers", default="1,2", help="pipeline worker counts for drain, comma-separated (1,2)"
+    )
+    p.add_argument(
+        "--rates",
+        default="2000,5000",
+        help="freshness produce rates in events/s, comma-separated (2000,5000)",
+    )
+    p.add_argument(
+        "--seconds",
+        type=float,
+        default=30.0,
+        help="freshness: seconds of producing at each rate (30)",
+    )
+    return p.parse_args(argv)  # fmt: skip
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def say(text: str) -> None:
+    console.log(text)
+
+
+def table(figures: list[Figures], extra: dict[str, Any]) -> Table:
+    t = Table(title=f"touchpoint benchmarks ({extra['events']} events, {extra['runs']} runs)")
+    for col in ("benchmark", "figure", "median", "min", "max", "unit", "ratios: median (min-max)"):
+        t.add_column(col, justify="right" if col in ("median", "min", "max") else "left")
+    for group in figures:
+        for fig in group.items.values():
+            d = fig.to_json()
+            ratios = "; ".join(
+                f"/{k} {r['median']:.2f} ({r['min']:.2f}-{r['max']:.2f})"
+                for k, r in d["ratios"].items()
+            )
+            t.add_row(fig.benchmark, fig.name, _num(d["median"]), _num(d["min"]),
+                      _num(d["max"]), fig.unit, ratios)  # fmt: skip
+    return t
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    only = set(args.only or NAMES)
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGHUP, _terminate)
+    started = time.monotonic()
+    figures: list[Figures] = []
+    extra: dict[str, Any] = {"events": args.events, "runs": args.runs, "machine_before": machine()}
+    try:
+        say(f"simulating {args.events} events")
+        workload = make_events(args.events)
+        extra["events"] = len(workload.events)
+        extra["valid_unique"], extra["malformed"] = len(workload.valid_ids), workload.malformed
+        if "stages" in only:
+            from benchmarks.stages import stages
+
+            group, profile = stages(workload, args.runs, say)
+            figures.append(group)
+            extra["profile"] = profile
+        if "drain" in only:
+            from benchmarks.drain import drain
+
+            workers = [int(w) for w in args.workers.split(",") if w]
+            figures.extend(drain(workload, args.runs, workers, say))
+        if "freshness" in only:
+            from benchmarks.freshness import freshness
+
+            rates = [int(r) for r in args.rates.split(",") if r]
+            figures.append(freshness(rates, args.seconds, args.runs, say))
+    except KeyboardInterrupt:
+        say("interrupted: stopping every process started")
+        return 130
+    finally:
+        CHILDREN.stop_all()
+    extra["machine_after"] = machine()
+    extra["seconds"] = round(time.monotonic() - started, 1)
+    out = {**extra, "figures": [f.to_json() for g in figures for f in g.items.values()]}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2, default=str))
+    rich_out = Console(width=max(150, Console().width))
+    rich_out.print(table(figures, extra))
+    if "profile" in extra:
+        rich_out.print(f"[bold]profile of the slowest stage[/bold]\n{extra['profile']}")
+    rich_out.print(f"load before: {extra['machine_before']['uptime']}")
+    rich_out.print(f"load after:  {extra['machine_after']['uptime']}")
+    rich_out.print(f"saved {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
