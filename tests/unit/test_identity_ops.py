@@ -16,7 +16,7 @@ import pipeline.cli_identity  # noqa: F401  # registers forget and identity squa
 from pipeline.chclient import ClickHouseConfig, connect
 from pipeline.cli import cli
 from pipeline.errors import TouchpointError
-from pipeline.identity_ops import ForgetReport, identifier_node, squash
+from pipeline.identity_ops import identifier_node, squash
 from pipeline.identity_ops_erase import erase_pass
 from pipeline.identity_ops_kafka import GRACE_SECONDS, ErasureWatch
 from pipeline.identity_ops_tables import TableInfo, discover
@@ -136,39 +136,25 @@ def test_watch_times_out_unconfirmed() -> None:
 # --- tables ---------------------------------------------------------------------------------
 
 
-def _table(name: str, engine_full: str, sorting: str, *cols: str, part: str = "") -> TableInfo:
-    return TableInfo("db", name, engine_full.split("(")[0].split(" ")[0], engine_full, part,
-                     sorting, cols, frozenset(cols))  # fmt: skip
-
-
-def test_squash_refusal_reasons() -> None:
-    ok = _table("t", "ReplacingMergeTree(version) ORDER BY x", "x", "customer_id", "version")
-    assert ok.squash_refusal() is None
-    rep = _table(
-        "r", "ReplicatedReplacingMergeTree('/p', '{r}', version)", "x", "customer_id", "version"
-    )
-    assert rep.squash_refusal() is None
-    unversioned = _table("u", "ReplacingMergeTree ORDER BY x", "x", "customer_id", "version")
-    keyed = _table("k", "ReplacingMergeTree(version)", "customer_id, day", "customer_id", "version")
-    parted = _table(
-        "p", "ReplacingMergeTree(version)", "x", "customer_id", "version", part="customer_id"
-    )
-    overrides = _table(
-        "identity_overrides", "ReplacingMergeTree(version)", "customer_id", "customer_id", "version"
-    )
-    for table in (unversioned, keyed, parted, overrides):
-        assert table.squash_refusal() is not None
-
-
-def test_reports_render() -> None:
-    report = ForgetReport(
-        node="email:h", customer_ids=("c1",), nodes_erased=("email:h",),
-        rows_deleted={"touchpoints": 3}, rows_scrubbed={}, erasure_confirmed=False,
-        node_known=False, passes=2, warnings=("late",),
-    )  # fmt: skip
-    text = "\n".join(report.lines())
-    assert "touchpoints=3" in text and "NOT confirmed" in text and "warning: late" in text
-    assert not report.ok
+@pytest.mark.parametrize(
+    ("name", "engine_full", "sorting", "part", "refused"),
+    [
+        ("t", "ReplacingMergeTree(version) ORDER BY x", "x", "", False),
+        ("r", "ReplicatedReplacingMergeTree('/p', '{r}', version)", "x", "", False),
+        ("j", "ReplacingMergeTree(version, is_deleted)", "x", "", False),
+        ("u", "ReplacingMergeTree ORDER BY x", "x", "", True),
+        ("k", "ReplacingMergeTree(version)", "customer_id, day", "", True),
+        ("p", "ReplacingMergeTree(version)", "x", "customer_id", True),
+        ("identity_overrides", "ReplacingMergeTree(version)", "customer_id", "", True),
+    ],
+)
+def test_squash_refusal(
+    name: str, engine_full: str, sorting: str, part: str, refused: bool
+) -> None:
+    cols = ("customer_id", "version")
+    engine = engine_full.split("(")[0].split(" ")[0]
+    table = TableInfo("db", name, engine, engine_full, part, sorting, cols, frozenset(cols))
+    assert (table.squash_refusal() is not None) == refused
 
 
 def test_every_flag_shows_its_env_var() -> None:
@@ -197,20 +183,17 @@ def ch(clickhouse_url: str) -> Iterator[tuple[Any, str]]:
     yield connect(ClickHouseConfig(url=clickhouse_url, database=database)), database
 
 
+TP_COLUMNS = (
+    "event_id", "occurred_at", "received_at", "customer_id", "identifiers", "email", "version",
+)  # fmt: skip
+
+
 def _touchpoint(client: Any, event_id: str, customer: str, version: int = 1, **ids: str) -> None:
     now = datetime.now(UTC)
     client.insert(
         "touchpoints",
         [[event_id, now, now, customer, ids, ids.get("email", ""), version]],
-        column_names=[
-            "event_id",
-            "occurred_at",
-            "received_at",
-            "customer_id",
-            "identifiers",
-            "email",
-            "version",
-        ],
+        column_names=TP_COLUMNS,
     )
 
 
