@@ -68,7 +68,7 @@ def resolve_inputs(
         for node in item.forget:
             result = forget(graph, node)
             forgotten.append(result)
-            assignments += erasures(result, graph.seq)
+            assignments += erasures(result, node, graph.seq)
     events = IdentityEvents(
         assignments=tuple(assignments),
         merges=tuple(merges),
@@ -78,9 +78,11 @@ def resolve_inputs(
     return ResolverStep(tuple(assignments), events, graph.dirty_entries())
 
 
-def erasures(result: ForgetResult, version: int) -> list[NodeAssignment]:
-    """Assignments that mark every node of a forgotten customer as erased."""
-    return [NodeAssignment(node=n, customer_id="", version=version) for n in result.nodes]
+def erasures(result: ForgetResult, requested: str, version: int) -> list[NodeAssignment]:
+    """Assignments that mark every node of a forgotten customer as erased, and the
+    requested node even when the graph never saw it (so it is dropped from now on)."""
+    nodes = dict.fromkeys((*result.nodes, requested))
+    return [NodeAssignment(node=n, customer_id="", version=version) for n in nodes]
 
 
 async def read_changelog(
