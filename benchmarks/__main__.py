@@ -9,6 +9,7 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -16,10 +17,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.common import CHILDREN, ROOT, Figures, machine, make_events
+from benchmarks.common import CHILDREN, ROOT, Figures, Workload, machine, make_events
 
 NAMES = ("drain", "freshness", "stages")
 console = Console(stderr=True)
+Step = tuple[str, Callable[[], list[Figures]]]
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -71,7 +73,7 @@ def table(figures: list[Figures], extra: dict[str, Any]) -> Table:
         for fig in group.items.values():
             d = fig.to_json()
             ratios = "; ".join(
-                f"/{k} {r['median']:.2f} ({r['min']:.2f}-{r['max']:.2f})"
+                f"/{k} {r['median']:.3g} ({r['min']:.3g}-{r['max']:.3g})"
                 for k, r in d["ratios"].items()
             )
             t.add_row(fig.benchmark, fig.name, _num(d["median"]), _num(d["min"]),
@@ -85,53 +87,75 @@ def _num(value: float | None) -> str:
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
+def _save(path: Path, figures: list[Figures], extra: dict[str, Any]) -> None:
+    out = {**extra, "figures": [f.to_json() for g in figures for f in g.items.values()]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2, default=str))
+
+
+def _steps(args: argparse.Namespace, workload: Workload, extra: dict[str, Any]) -> list[Step]:
+    def stages_step() -> list[Figures]:
+        from benchmarks.stages import stages
+
+        group, extra["profile"] = stages(workload, args.runs, say)
+        return [group]
+
+    def drain_step() -> list[Figures]:
+        from benchmarks.drain import drain
+
+        return drain(workload, args.runs, [int(w) for w in args.workers.split(",") if w], say)
+
+    def freshness_step() -> list[Figures]:
+        from benchmarks.freshness import freshness
+
+        rates = [int(r) for r in args.rates.split(",") if r]
+        return [freshness(rates, args.seconds, args.runs, say)]
+
+    steps = {"stages": stages_step, "drain": drain_step, "freshness": freshness_step}
+    return [(name, steps[name]) for name in NAMES if name in set(args.only or NAMES)]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    only = set(args.only or NAMES)
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGHUP, _terminate)
     started = time.monotonic()
     figures: list[Figures] = []
     extra: dict[str, Any] = {"events": args.events, "runs": args.runs, "machine_before": machine()}
+    errors: dict[str, str] = {}
+    code = 0
     try:
         say(f"simulating {args.events} events")
         workload = make_events(args.events)
         extra["events"] = len(workload.events)
         extra["valid_unique"], extra["malformed"] = len(workload.valid_ids), workload.malformed
-        if "stages" in only:
-            from benchmarks.stages import stages
-
-            group, profile = stages(workload, args.runs, say)
-            figures.append(group)
-            extra["profile"] = profile
-        if "drain" in only:
-            from benchmarks.drain import drain
-
-            workers = [int(w) for w in args.workers.split(",") if w]
-            figures.extend(drain(workload, args.runs, workers, say))
-        if "freshness" in only:
-            from benchmarks.freshness import freshness
-
-            rates = [int(r) for r in args.rates.split(",") if r]
-            figures.append(freshness(rates, args.seconds, args.runs, say))
+        for name, step in _steps(args, workload, extra):
+            try:
+                figures.extend(step())
+            except Exception as exc:  # one benchmark failing keeps the others' figures
+                errors[name] = f"{type(exc).__name__}: {exc}"[:2000]
+                say(f"[red]{name} failed[/red]: {errors[name]}")
+                CHILDREN.stop_all()
+                code = 1
+            _save(args.out, figures, {**extra, "errors": errors})
     except KeyboardInterrupt:
-        say("interrupted: stopping every process started")
-        return 130
+        say("interrupted: stopping every process started; saving what was measured")
+        code = 130
     finally:
         CHILDREN.stop_all()
     extra["machine_after"] = machine()
     extra["seconds"] = round(time.monotonic() - started, 1)
-    out = {**extra, "figures": [f.to_json() for g in figures for f in g.items.values()]}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2, default=str))
+    _save(args.out, figures, {**extra, "errors": errors})
     rich_out = Console(width=max(150, Console().width))
     rich_out.print(table(figures, extra))
     if "profile" in extra:
         rich_out.print(f"[bold]profile of the slowest stage[/bold]\n{extra['profile']}")
+    for name, error in errors.items():
+        rich_out.print(f"[red]{name} failed:[/red] {error}")
     rich_out.print(f"load before: {extra['machine_before']['uptime']}")
     rich_out.print(f"load after:  {extra['machine_after']['uptime']}")
-    rich_out.print(f"saved {args.out}")
-    return 0
+    rich_out.print(f"took {extra['seconds']:.0f}s; saved {args.out}")
+    return code
 
 
 if __name__ == "__main__":
