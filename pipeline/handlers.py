@@ -20,7 +20,7 @@ from pipeline.sink import OffsetRanges, dedup_token
 from pipeline.stamp import customer_partition, stamp
 from pipeline.validate import dead_letter
 from pipeline.worker_context import Topics, Worker
-from schemas.identity import CustomerMerge, IdentityEvents, ResolverInput
+from schemas.identity import IdentityEvents, ResolverInput
 from schemas.journey import MergeNotice
 from schemas.records import DeadLetter, FieldError, SourceRef, TouchpointBatch
 
@@ -158,26 +158,34 @@ async def handle_identity_events(worker: Worker, topics: Topics, events: Sequenc
     ranges = OffsetRanges()
     overrides: list[list[Any]] = []
     refusals: list[list[Any]] = []
-    merges: list[CustomerMerge] = []
+    merges: list[MergeNotice] = []
     for event in events:
         ranges.add(event.message.partition, event.message.offset)
         batch = IdentityEvents.model_validate_json(event.value)
         overrides += override_rows(batch, datetime.now(UTC))
         refusals += refusal_rows(batch)
-        merges += batch.merges
+        merges += [
+            MergeNotice(absorbed=m.absorbed, survivor=m.survivor, version=m.version)
+            for m in batch.merges
+        ]
+        merges += [
+            MergeNotice(absorbed=customer, survivor="")  # erased: the journey state goes
+            for gone in batch.forgotten
+            for customer in (gone.customer_id, *gone.absorbed)
+            if customer
+        ]
     await send_merge_notices(topics, merges)
     token = dedup_token(topics.identity_events.get_topic_name(), ranges.ranges)
     await worker.sinks["identity_overrides"].write(overrides, token)
     await worker.sinks["identity_refusals"].write(refusals, token)
 
 
-async def send_merge_notices(topics: Topics, merges: Sequence[CustomerMerge]) -> None:
-    """Tell each absorbed customer's journey partition (on ``<prefix>.valid``) about its
-    merge, and wait for delivery."""
+async def send_merge_notices(topics: Topics, notices: Sequence[MergeNotice]) -> None:
+    """Tell each absorbed (or erased) customer's journey partition (on ``<prefix>.valid``)
+    about it, and wait for delivery."""
     pending = []
-    for m in merges:
-        partition = customer_partition(m.absorbed, topics.partitions)
-        notice = MergeNotice(absorbed=m.absorbed, survivor=m.survivor, version=m.version)
+    for notice in notices:
+        partition = customer_partition(notice.absorbed, topics.partitions)
         pending.append(
             await topics.valid.send(
                 key=str(partition).encode(),

@@ -125,6 +125,11 @@ class _Batch:
 
     def notice(self, msg: MergeNotice) -> None:
         self.flush()
+        if not msg.survivor:  # GDPR erasure: the state goes, nothing is handed on
+            self._touch(msg.absorbed)
+            self.part.states.pop(msg.absorbed, None)
+            self.dropped.add(msg.absorbed)
+            return
         if msg.absorbed == msg.survivor:
             return
         survivor = self.part.current(msg.survivor)

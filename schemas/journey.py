@@ -171,7 +171,8 @@ class CustomerProfile(Record):
 
 class MergeNotice(Record):
     """Sent to the absorbed customer's partition of ``<prefix>.valid``: hand its journey
-    state to the survivor and forward its later events there."""
+    state to the survivor and forward its later events there. An empty ``survivor`` means
+    the customer was erased (GDPR forget): its state is dropped, nothing is handed on."""
 
     kind: Literal["merge"] = "merge"
     absorbed: str

@@ -99,3 +99,18 @@ def test_handoff_to_a_survivor_without_state() -> None:
     run_batch(part, p, P, [batch(ev("b1", 0, "page_view", b))], MODEL)
     run_batch(part, p, P, [MergeNotice(absorbed=b, survivor=a)], MODEL)
     assert set(part.states) == {a} and part.states[a].current_stage == "awareness"
+
+
+def test_erasure_notice_drops_the_state_and_logs_it() -> None:
+    a, b = two_customers(True)
+    p = customer_partition(a, P)
+    part = PartitionState()
+    run_batch(part, p, P, [batch(ev("e1", 0, "page_view", a), ev("e2", 1, "page_view", b))], MODEL)
+    out = run_batch(part, p, P, [MergeNotice(absorbed=a, survivor="")], MODEL)
+    assert a not in part.states and b in part.states
+    assert out.changelog.dropped == (a,) and a not in out.changelog.states
+    assert out.forward == {} and out.transitions == []
+    restored = PartitionState()
+    restored.states[a] = part.states[b]  # whatever was there before
+    restored.apply(JourneyChangelog.model_validate_json(out.changelog.model_dump_json()))
+    assert a not in restored.states
