@@ -8,10 +8,11 @@ import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from pipeline.ingest import IngestResult, RawMessage, ingest_batch
 from pipeline.resolver import publish, read_changelog, resolve_inputs
@@ -48,6 +49,38 @@ async def fail_stop(stage: str, work: Awaitable[None]) -> None:
 def raw_of(event: Any) -> RawMessage:
     msg = event.message
     return RawMessage(msg.topic, msg.partition, msg.offset, event.value, msg.timestamp)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass
+class Decoded(Generic[M]):
+    """One take of internal batch messages: decoded records, offsets, undecodable ones."""
+
+    records: list[M] = field(default_factory=list)
+    ranges: OffsetRanges = field(default_factory=OffsetRanges)
+    bad: list[DeadLetter] = field(default_factory=list)
+
+    def token(self, topic: Any) -> str:
+        return dedup_token(topic.get_topic_name(), self.ranges.ranges)
+
+
+def decode_batch(events: Sequence[Any], model: type[M], stage: str) -> Decoded[M]:
+    """Decode internal messages; one that does not decode becomes a dead letter of
+    ``stage`` instead of stopping the stage (it can only be a bug or a foreign writer)."""
+    out: Decoded[M] = Decoded()
+    for event in events:
+        out.ranges.add(event.message.partition, event.message.offset)
+        try:
+            out.records.append(model.model_validate_json(event.value))
+        except ValidationError as exc:
+            out.bad.append(undecodable(raw_of(event), stage, exc))
+    return out
+
+
+async def send_dead_letters(topics: Topics, dead: Sequence[DeadLetter]) -> None:
+    await asyncio.gather(*[await send_dead_letter(topics, dl) for dl in dead])
 
 
 def _record_ingest(
@@ -106,20 +139,10 @@ async def handle_raw(worker: Worker, topics: Topics, batch: Sequence[RawMessage]
 
 async def handle_valid(worker: Worker, topics: Topics, events: Sequence[Any]) -> None:
     """Insert the touchpoints of several ``<prefix>.journeyed`` batch messages at once."""
-    rows: list[list[Any]] = []
-    ranges, bad = OffsetRanges(), []
-    for event in events:
-        ranges.add(event.message.partition, event.message.offset)
-        try:
-            batch = TouchpointBatch.model_validate_json(event.value)
-        except ValidationError as exc:
-            bad.append(undecodable(raw_of(event), "sink-touchpoints", exc))
-            continue
-        rows.extend(touchpoint_row(tp) for tp in batch.records)
-    await worker.sinks["touchpoints"].write(
-        rows, dedup_token(topics.journeyed.get_topic_name(), ranges.ranges)
-    )
-    await asyncio.gather(*[await send_dead_letter(topics, dl) for dl in bad])
+    got = decode_batch(events, TouchpointBatch, "sink-touchpoints")
+    rows = [touchpoint_row(tp) for batch in got.records for tp in batch.records]
+    await worker.sinks["touchpoints"].write(rows, got.token(topics.journeyed))
+    await send_dead_letters(topics, got.bad)
 
 
 async def handle_dead_letters(worker: Worker, topics: Topics, events: Sequence[Any]) -> None:
@@ -144,40 +167,37 @@ async def handle_links(worker: Worker, topics: Topics, events: Sequence[Any]) ->
         worker.graph = await read_changelog(
             topics.identity_changelog.get_topic_name(), worker.kafka
         )
-    inputs = [ResolverInput.model_validate_json(e.value) for e in events]
-    step = resolve_inputs(worker.graph, inputs, worker.guardrails)
+    got = decode_batch(events, ResolverInput, "resolver")
+    step = resolve_inputs(worker.graph, got.records, worker.guardrails)
     await publish(step, topics.assignments, topics.identity_events, topics.identity_changelog)
+    await send_dead_letters(topics, got.bad)
     worker.metrics.identity_merges.inc(len(step.events.merges))
     for refusal in step.events.refusals:
         worker.metrics.identity_refusals.labels(refusal.reason).inc()
 
 
+def journey_notices(batch: IdentityEvents) -> list[MergeNotice]:
+    """What the journey stage must hear of: merges, and erased customers (no survivor)."""
+    notices = [
+        MergeNotice(absorbed=m.absorbed, survivor=m.survivor, version=m.version)
+        for m in batch.merges
+    ]
+    erased = [c for gone in batch.forgotten for c in (gone.customer_id, *gone.absorbed) if c]
+    return notices + [MergeNotice(absorbed=c, survivor="") for c in erased]
+
+
 async def handle_identity_events(worker: Worker, topics: Topics, events: Sequence[Any]) -> None:
-    """Route merges to the journey stage; write merges (as overrides) and refusals to
-    ClickHouse."""
-    ranges = OffsetRanges()
-    overrides: list[list[Any]] = []
-    refusals: list[list[Any]] = []
-    merges: list[MergeNotice] = []
-    for event in events:
-        ranges.add(event.message.partition, event.message.offset)
-        batch = IdentityEvents.model_validate_json(event.value)
-        overrides += override_rows(batch, datetime.now(UTC))
-        refusals += refusal_rows(batch)
-        merges += [
-            MergeNotice(absorbed=m.absorbed, survivor=m.survivor, version=m.version)
-            for m in batch.merges
-        ]
-        merges += [
-            MergeNotice(absorbed=customer, survivor="")  # erased: the journey state goes
-            for gone in batch.forgotten
-            for customer in (gone.customer_id, *gone.absorbed)
-            if customer
-        ]
-    await send_merge_notices(topics, merges)
-    token = dedup_token(topics.identity_events.get_topic_name(), ranges.ranges)
+    """Route merges and erasures to the journey stage; write merges (as overrides) and
+    refusals to ClickHouse."""
+    got = decode_batch(events, IdentityEvents, "sink-identity")
+    now = datetime.now(UTC)
+    await send_merge_notices(topics, [n for batch in got.records for n in journey_notices(batch)])
+    token = got.token(topics.identity_events)
+    overrides = [row for batch in got.records for row in override_rows(batch, now)]
     await worker.sinks["identity_overrides"].write(overrides, token)
+    refusals = [row for batch in got.records for row in refusal_rows(batch)]
     await worker.sinks["identity_refusals"].write(refusals, token)
+    await send_dead_letters(topics, got.bad)
 
 
 async def send_merge_notices(topics: Topics, notices: Sequence[MergeNotice]) -> None:

@@ -19,10 +19,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from pipeline.handlers import raw_of, send_dead_letter, undecodable
+from pipeline.handlers import decode_batch, raw_of, send_dead_letter, send_dead_letters, undecodable
 from pipeline.journey_stage import BatchOutput, ValidMsg, is_empty, run_batch
 from pipeline.rows import customer_row, journey_row, transition_row
-from pipeline.sink import OffsetRanges, dedup_token
 from pipeline.worker_context import Topics, Worker
 from schemas.journey import VALID_MESSAGE, TransitionBatch
 from schemas.records import DeadLetter, TouchpointBatch
@@ -99,23 +98,12 @@ async def send_outputs(
 
 async def handle_transitions(worker: Worker, topics: Topics, events: Sequence[Any]) -> None:
     """Write stage transitions, journeys and customer profiles to ClickHouse."""
-    ranges = OffsetRanges()
-    transitions: list[list[Any]] = []
-    journeys: list[list[Any]] = []
-    customers: list[list[Any]] = []
-    bad: list[DeadLetter] = []
-    for event in events:
-        ranges.add(event.message.partition, event.message.offset)
-        try:
-            batch = TransitionBatch.model_validate_json(event.value)
-        except ValidationError as exc:
-            bad.append(undecodable(raw_of(event), "sink-journeys", exc))
-            continue
-        transitions += [transition_row(t) for t in batch.records]
-        journeys += [journey_row(j) for j in batch.journeys]
-        customers += [customer_row(c) for c in batch.customers]
-    token = dedup_token(topics.transitions.get_topic_name(), ranges.ranges)
-    await worker.sinks["stage_transitions"].write(transitions, token)
-    await worker.sinks["journeys"].write(journeys, token)
-    await worker.sinks["customers"].write(customers, token)
-    await asyncio.gather(*[await send_dead_letter(topics, dl) for dl in bad])
+    got = decode_batch(events, TransitionBatch, "sink-journeys")
+    token = got.token(topics.transitions)
+    rows = [transition_row(t) for batch in got.records for t in batch.records]
+    await worker.sinks["stage_transitions"].write(rows, token)
+    rows = [journey_row(j) for batch in got.records for j in batch.journeys]
+    await worker.sinks["journeys"].write(rows, token)
+    rows = [customer_row(c) for batch in got.records for c in batch.customers]
+    await worker.sinks["customers"].write(rows, token)
+    await send_dead_letters(topics, got.bad)
