@@ -81,3 +81,19 @@ def test_dedup_token_names_offsets_deterministically() -> None:
 def test_retry_backoff_grows_to_a_cap() -> None:
     delays = RetryPolicy(first_delay=1, max_delay=5, factor=2).delays()
     assert [next(delays) for _ in range(5)] == [1, 2, 4, 5, 5]
+
+
+def test_undecodable_internal_message_becomes_a_dead_letter_of_its_stage() -> None:
+    from types import SimpleNamespace
+
+    from pipeline.handlers import decode_batch
+    from schemas.records import TouchpointBatch
+
+    def event(partition: int, offset: int, value: bytes) -> SimpleNamespace:
+        message = SimpleNamespace(topic="tp.journeyed", partition=partition, offset=offset, timestamp=None)
+        return SimpleNamespace(message=message, value=value)
+
+    got = decode_batch([event(1, 5, b'{"records": []}'), event(1, 6, b"garbage")], TouchpointBatch, "sink-touchpoints")
+    assert got.records == [TouchpointBatch(records=())]
+    assert [(d.reason, d.stage, d.src.offset, d.original) for d in got.bad] == [("stage_error", "sink-touchpoints", 6, b"garbage")]
+    assert got.token(SimpleNamespace(get_topic_name=lambda: "tp.journeyed")) == "tp.journeyed|1:5-6"
