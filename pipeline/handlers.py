@@ -21,7 +21,7 @@ from pipeline.sink import OffsetRanges, dedup_token
 from pipeline.stamp import customer_partition, stamp
 from pipeline.validate import dead_letter
 from pipeline.worker_context import Topics, Worker
-from schemas.identity import IdentityEvents, ResolverInput
+from schemas.identity import IdentityEvents, ResolverInput, fallback_customer_id
 from schemas.journey import MergeNotice
 from schemas.records import DeadLetter, FieldError, SourceRef, TouchpointBatch
 
@@ -177,11 +177,19 @@ async def handle_links(worker: Worker, topics: Topics, events: Sequence[Any]) ->
 
 
 def journey_notices(batch: IdentityEvents) -> list[MergeNotice]:
-    """What the journey stage must hear of: merges, and erased customers (no survivor)."""
+    """What the journey stage must hear of: merges; identifiers assigned to a customer
+    (events stamped with the identifier's fallback id before that built a journey under
+    it, which now joins the customer's); and erased customers (no survivor)."""
     notices = [
         MergeNotice(absorbed=m.absorbed, survivor=m.survivor, version=m.version)
         for m in batch.merges
     ]
+    for a in batch.assignments:
+        fallback = fallback_customer_id(a.node)
+        if a.customer_id and fallback != a.customer_id:
+            notices.append(
+                MergeNotice(absorbed=fallback, survivor=a.customer_id, version=a.version)
+            )
     erased = [c for gone in batch.forgotten for c in (gone.customer_id, *gone.absorbed) if c]
     return notices + [MergeNotice(absorbed=c, survivor="") for c in erased]
 

@@ -74,3 +74,14 @@ def test_one_person_across_identifiers_and_no_crm_merge(
         "SELECT count() FROM identity_overrides FINAL WHERE is_deleted = 0"
     ).result_rows
     assert overrides[0][0] >= 1  # the phone-only and cookie customers were merged into Ada's
+    # journeys follow identity: no live stage transition stays under a re-attributed id
+    live_sql = "SELECT DISTINCT customer_id FROM stage_transitions FINAL WHERE is_deleted = 0"
+    mapped_sql = "SELECT customer_id FROM identity_overrides FINAL WHERE is_deleted = 0"
+
+    def stranded() -> set[str]:
+        live = {r[0] for r in client.query(live_sql).result_rows}
+        return live & {r[0] for r in client.query(mapped_sql).result_rows}
+
+    wait_for(lambda: not stranded(), 60, "journeys of re-attributed ids merged into their customer")
+    customers = {r[0] for r in client.query(live_sql).result_rows}
+    assert customers == {clusters["a1"], clusters["b1"]}
