@@ -31,78 +31,64 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from pipeline.errors import BrokerError
 from pipeline.kafka_config import KafkaConfig
-from pipeline.producers.client import (
-    check_event,
-    local_validation_config,
-    raw_message_key,
-    validation_config_from_settings,
+from pipeline.producers.client import check_event, raw_message_key
+from pipeline.producers.collector_http import (
+    _PREFLIGHT_MAX_AGE as _PREFLIGHT_MAX_AGE,
+)
+from pipeline.producers.collector_http import (
+    _ROUTE_METHODS as _ROUTE_METHODS,
+)
+from pipeline.producers.collector_http import (
+    DEFAULT_MAX_BODY_BYTES as DEFAULT_MAX_BODY_BYTES,
+)
+from pipeline.producers.collector_http import (
+    DEFAULT_MAX_EVENTS as DEFAULT_MAX_EVENTS,
+)
+from pipeline.producers.collector_http import (
+    PATH as PATH,
+)
+from pipeline.producers.collector_http import (
+    SRC_TOPIC as SRC_TOPIC,
+)
+from pipeline.producers.collector_http import (
+    CollectorConfig as CollectorConfig,
+)
+from pipeline.producers.collector_http import (
+    Handler as Handler,
+)
+from pipeline.producers.collector_http import (
+    _error as _error,
+)
+from pipeline.producers.collector_http import (
+    _json as _json,
+)
+from pipeline.producers.collector_http import (
+    _rejection as _rejection,
+)
+from pipeline.producers.collector_http import (
+    cors_response as cors_response,
+)
+from pipeline.producers.collector_http import (
+    parse_body as parse_body,
+)
+from pipeline.producers.collector_http import (
+    too_large_body as too_large_body,
 )
 from pipeline.producers.kafka import DeliveryFailed, TrackedProducer, make_producer
 from pipeline.settings import Settings
-from pipeline.validate import ValidationConfig
 from schemas.records import DeadLetter, SourceRef
 
 log = logging.getLogger(__name__)
-
-PATH = "/v1/touchpoints"
-SRC_TOPIC = "collector"
-DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
-DEFAULT_MAX_EVENTS = 10_000
-_PREFLIGHT_MAX_AGE = "600"
-_ROUTE_METHODS = {PATH: "POST, OPTIONS", "/healthz": "GET, HEAD, OPTIONS"}
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@dataclass(frozen=True)
-class CollectorConfig:
-    """Limits and CORS of the collector. ``validation.max_bytes`` is the per-event limit."""
-
-    validation: ValidationConfig = field(default_factory=local_validation_config)
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    max_events: int = DEFAULT_MAX_EVENTS
-    cors_origins: tuple[str, ...] = ()
-    ack_timeout: float = 30.0
-    """How long a request waits for Kafka's acknowledgement before answering 503."""
-    flush_interval: float = 1.0
-
-    @property
-    def max_event_bytes(self) -> int:
-        return self.validation.max_bytes
-
-    @classmethod
-    def from_settings(cls, settings: Settings, **overrides: Any) -> CollectorConfig:
-        validation = validation_config_from_settings(settings)
-        values: dict[str, Any] = {
-            "validation": validation,
-            "max_body_bytes": max(DEFAULT_MAX_BODY_BYTES, validation.max_bytes),
-            "cors_origins": settings.collector_cors_origins,
-        }
-        return cls(**(values | overrides))
-
-    def origin_allowed(self, origin: str) -> bool:
-        return "*" in self.cors_origins or origin in self.cors_origins
-
-
-def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        status=status, body=orjson.dumps(payload), content_type="application/json", headers=headers
-    )
-
-
-def _error(status: int, code: str, message: str, **extra: Any) -> web.Response:
-    return _json(status, {"error": code, "message": message, **extra})
 
 
 @dataclass
@@ -167,52 +153,10 @@ class Collector:
         return _json(202, {"accepted": outcome.accepted, "rejected": outcome.rejected})
 
     async def _parse(self, request: web.Request) -> tuple[web.Response | None, list[bytes]]:
-        limit = self.cfg.max_body_bytes
-        if request.content_length is not None and request.content_length > limit:
-            return self._too_large_body(request.content_length), []
-        body = bytearray()
-        async for chunk in request.content.iter_any():
-            body += chunk
-            if len(body) > limit:
-                return self._too_large_body(None), []
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            return _error(400, "not_json", f"the body is not JSON: {exc}"), []
-        if isinstance(data, dict):
-            items = [bytes(body)]  # one event: sent exactly as received
-        elif isinstance(data, list):
-            if len(data) > self.cfg.max_events:
-                message = f"{len(data)} events in one request; the limit is {self.cfg.max_events}"
-                return _error(413, "too_many_events", message, limit=self.cfg.max_events), []
-            items = [orjson.dumps(event) for event in data]
-        else:
-            return _error(
-                400,
-                "not_object_or_array",
-                f"expected an event object or an array of them, got {type(data).__name__}",
-            ), []
-        too_big = [i for i, raw in enumerate(items) if len(raw) > self.cfg.max_event_bytes]
-        if too_big:
-            return _error(
-                413,
-                "event_too_large",
-                f"{len(too_big)} event(s) exceed {self.cfg.max_event_bytes} bytes "
-                f"(first at index {too_big[0]}: {len(items[too_big[0]])} bytes); "
-                "nothing of this request was accepted",
-                limit=self.cfg.max_event_bytes,
-                indexes=too_big[:100],
-            ), []
-        return None, items
+        return await parse_body(request, self.cfg)
 
     def _too_large_body(self, size: int | None) -> web.Response:
-        got = f"{size} bytes" if size is not None else "more"
-        return _error(
-            413,
-            "body_too_large",
-            f"the request body is {got}; the limit is {self.cfg.max_body_bytes} bytes",
-            limit=self.cfg.max_body_bytes,
-        )
+        return too_large_body(self.cfg, size)
 
     def _process(self, items: list[bytes]) -> _Outcome:
         """Validate and send one request's events (in the worker thread, in order)."""
@@ -290,40 +234,7 @@ class Collector:
 
     @web.middleware
     async def cors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        origin = request.headers.get("Origin")
-        if origin is None:
-            return await handler(request)
-        allowed = self.cfg.origin_allowed(origin)
-        wanted = request.headers.get("Access-Control-Request-Method")
-        if request.method == "OPTIONS" and wanted is not None:
-            methods = _ROUTE_METHODS.get(request.path)
-            if methods is None:
-                return _error(404, "not_found", f"no route {request.path}")
-            if not allowed:
-                return _error(403, "origin_not_allowed", f"CORS origin {origin} is not allowed")
-            if wanted.upper() not in methods:
-                return _error(403, "method_not_allowed", f"{wanted} is not allowed here")
-            headers = {
-                "Access-Control-Allow-Origin": origin,
-                "Access-Control-Allow-Methods": methods,
-                "Access-Control-Allow-Headers": request.headers.get(
-                    "Access-Control-Request-Headers", "Content-Type"
-                ),
-                "Access-Control-Max-Age": _PREFLIGHT_MAX_AGE,
-                "Vary": "Origin",
-            }
-            return web.Response(status=204, headers=headers)
-        if not allowed:
-            if request.method in ("GET", "HEAD"):
-                return await handler(request)  # readable by no browser script: no CORS header
-            return _error(403, "origin_not_allowed", f"CORS origin {origin} is not allowed")
-        try:
-            response = await handler(request)
-        except web.HTTPException as exc:
-            response = exc
-        response.headers["Access-Control-Allow-Origin"] = origin
-        response.headers["Vary"] = "Origin"
-        return response
+        return await cors_response(self.cfg, request, handler)
 
     # -- background flush and shutdown ------------------------------------------------------
 
@@ -352,15 +263,6 @@ class Collector:
             await self._flusher
         await self._flush(asyncio.get_running_loop())
         self._worker.shutdown(wait=True)
-
-
-def _rejection(index: int, dead: DeadLetter) -> dict[str, Any]:
-    return {
-        "index": index,
-        "event_id": dead.event_id or None,
-        "reason": dead.reason,
-        "errors": [e.model_dump() for e in dead.errors],
-    }
 
 
 COLLECTOR_KEY = web.AppKey("collector", Collector)
