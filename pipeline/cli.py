@@ -35,6 +35,12 @@ def opt(field: str, *flags: str) -> Any:
     )
 
 
+def flag(command: str, name: str, help: str, *decls: str) -> Any:
+    """A command-specific option, with its env var ``TOUCHPOINT_<COMMAND>_<NAME>`` shown."""
+    envvar = f"TOUCHPOINT_{command}_{name}".upper().replace("-", "_")
+    return typer.Option(*decls, envvar=envvar, show_envvar=True, help=help)
+
+
 def describe_settings_error(exc: ValidationError) -> str:
     """One line per bad setting: its env var, the value given, and what is wrong."""
     lines = []

@@ -13,8 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.cli import ClickHouseURL, Database, cli, settings_from
-from pipeline.cli_producers import flag
+from pipeline.cli import ClickHouseURL, Database, cli, flag, settings_from
 from pipeline.errors import TouchpointError
 from pipeline.eval_stitching import VIEWS, StitchingReport, ViewReport
 from pipeline.stitching_eval import StitchingScore

@@ -7,8 +7,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from pipeline.cli import Bootstrap, ClickHouseURL, Database, cli, opt, settings_from
-from pipeline.cli_producers import flag
+from pipeline.cli import Bootstrap, ClickHouseURL, Database, cli, flag, opt, settings_from
 from pipeline.errors import TouchpointError
 
 identity_cli = typer.Typer(

@@ -8,17 +8,11 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from pipeline.cli import Bootstrap, cli, opt, settings_from
+from pipeline.cli import Bootstrap, cli, flag, opt, settings_from
 from pipeline.errors import BrokerError
 from pipeline.kafka_config import KafkaConfig
 
 RawTopic = Annotated[str | None, opt("raw_topic", "--topic")]
-
-
-def flag(command: str, name: str, help: str, *decls: str) -> Any:
-    """A command-specific option, with its env var ``TOUCHPOINT_<COMMAND>_<NAME>`` shown."""
-    envvar = f"TOUCHPOINT_{command}_{name}".upper().replace("-", "_")
-    return typer.Option(*decls, envvar=envvar, show_envvar=True, help=help)
 
 
 @cli.command()

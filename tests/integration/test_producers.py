@@ -16,12 +16,11 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
+from pipeline.cli import cli
 from pipeline.errors import BrokerError, InvalidEvent
 from pipeline.kafka_config import KafkaConfig
 from pipeline.producers.client import TouchpointProducer
 from pipeline.producers.kafka import DeliveryFailed, make_producer, strongest_key
-import pipeline.cli_producers  # noqa: F401  # registers the produce command
-from pipeline.cli import cli
 from pipeline.producers.produce_file import produce_file
 from pipeline.testing import EmbeddedTansu, create_topics, free_port, read_topic, unique_name
 from schemas.events import WebEvent
