@@ -30,10 +30,6 @@ from typing import Any
 
 import pytest
 
-from pipeline.chclient import ClickHouseConfig, connect
-from pipeline.producers.simulator import SimEvent, SimulationConfig, simulate
-from pipeline.testing.stack import prepare, settings_for_test, wait_for, worker_ready
-
 # pytest's default (prepend) import mode puts this directory on sys.path
 from test_scale_identity import (  # type: ignore[import-not-found]
     BARRIER_PREFIX,
@@ -45,6 +41,10 @@ from test_scale_identity import (  # type: ignore[import-not-found]
     _read,
     _transition_label,
 )
+
+from pipeline.chclient import ClickHouseConfig, connect
+from pipeline.producers.simulator import SimEvent, SimulationConfig, simulate
+from pipeline.testing.stack import prepare, settings_for_test, wait_for, worker_ready
 
 CUSTOMERS = 1000
 MIN_IDENTICAL_RESTART = 0.99
@@ -89,14 +89,14 @@ def _stale_under_overridden(client: Any) -> list[tuple[Any, ...]]:
 
 
 class Outcome:
-    def __init__(self, run: Run, rows: int, rows_final: int, stale: list[tuple[Any, ...]], killed_at: int) -> None:
+    def __init__(
+        self, run: Run, rows: int, rows_final: int, stale: list[tuple[Any, ...]], killed_at: int
+    ) -> None:
         self.run, self.rows, self.rows_final = run, rows, rows_final
         self.stale, self.killed_at = stale, killed_at
 
 
-def _pipeline(
-    settings: Any, events: list[SimEvent], valid: int, start: Any, kill: bool
-) -> Outcome:
+def _pipeline(settings: Any, events: list[SimEvent], valid: int, start: Any, kill: bool) -> Outcome:
     began = time.monotonic()
     worker = start(settings, 0)
     client = connect(ClickHouseConfig.from_settings(settings))
@@ -105,7 +105,9 @@ def _pipeline(
     killed_at = -1
     if kill:
         half = wait_for(
-            lambda: (n := _stored(client)) >= valid // 2 and n, TIMEOUT, "half of the events",
+            lambda: (n := _stored(client)) >= valid // 2 and n,
+            TIMEOUT,
+            "half of the events",
             interval=0.02,
         )
         worker.kill()
