@@ -40,6 +40,7 @@ from test_scale_identity import (  # type: ignore[import-not-found]
     _produce,
     _read,
     _transition_label,
+    _unexplained,
 )
 
 from pipeline.chclient import ClickHouseConfig, connect
@@ -161,17 +162,7 @@ def test_sigkill_and_restart_mid_stream_gives_the_uninterrupted_state(
     assert a.rows_final == b.rows_final == valid
     assert len(one.clusters) == len(two.clusters) == valid
 
-    refused = one.refused | two.refused
-    unexplained = {
-        e
-        for e in differ
-        if not (one.clusters.get(e, frozenset()) | two.clusters.get(e, frozenset())) & refused
-    }
-    for cluster in {one.clusters[e] for e in differ} | {two.clusters[e] for e in differ}:
-        print(
-            f"  differing cluster of {len(cluster)} events; refused in it: uninterrupted "
-            f"{sorted(cluster & one.refused)}, restarted {sorted(cluster & two.refused)}"
-        )
+    unexplained = _unexplained(one, two, differ, ("uninterrupted", "restarted"))
     assert not unexplained, f"differences without a guardrail refusal: {sorted(unexplained)[:20]}"
     assert identical >= MIN_IDENTICAL_RESTART
 

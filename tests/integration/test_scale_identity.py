@@ -236,6 +236,23 @@ def _differences(a: Run, b: Run) -> set[str]:
     }
 
 
+def _unexplained(one: Run, two: Run, differ: set[str], names: tuple[str, str]) -> set[str]:
+    """Differing events whose cluster, in either run, holds no event with a refused link;
+    prints each differing cluster with the refused events it holds in each run."""
+    refused = one.refused | two.refused
+    unexplained = {
+        e
+        for e in differ
+        if not (one.clusters.get(e, frozenset()) | two.clusters.get(e, frozenset())) & refused
+    }
+    for cluster in {one.clusters[e] for e in differ} | {two.clusters[e] for e in differ}:
+        print(
+            f"  differing cluster of {len(cluster)} events; refused in it: {names[0]} "
+            f"{sorted(cluster & one.refused)}, {names[1]} {sorted(cluster & two.refused)}"
+        )
+    return unexplained
+
+
 def _transition_label(key: tuple[frozenset[str] | str, str]) -> tuple[str, str]:
     cluster, stage = key
     return (min(cluster) if isinstance(cluster, frozenset) else cluster, stage)
@@ -269,17 +286,7 @@ def test_two_workers_on_four_partitions_give_the_clusters_of_one(
     )
     # an event moves with its cluster: a difference is explained when its cluster, in either
     # run, holds an event whose link a guardrail refused in either run
-    refused = one.refused | two.refused
-    unexplained = {
-        e
-        for e in differ
-        if not (one.clusters.get(e, frozenset()) | two.clusters.get(e, frozenset())) & refused
-    }
-    for cluster in {one.clusters[e] for e in differ} | {two.clusters[e] for e in differ}:
-        print(
-            f"  differing cluster of {len(cluster)} events; refused in it: run one "
-            f"{sorted(cluster & one.refused)}, run two {sorted(cluster & two.refused)}"
-        )
+    unexplained = _unexplained(one, two, differ, ("run one", "run two"))
     assert not unexplained, f"differences without a guardrail refusal: {sorted(unexplained)[:20]}"
     assert identical >= MIN_IDENTICAL
 
