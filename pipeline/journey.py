@@ -91,7 +91,8 @@ def merge(a: JourneyState, b: JourneyState, survivor_id: str, model: StageModel)
     c = _combined(a, b, survivor_id, model)
     entries, history = c.settle(model)
     ids = [s.jid for s in c.spans]
-    new = keyed_rows(c.customer_id, zip(ids, entries, strict=True), model)
+    completions = [s.completions for s in c.spans]
+    new = keyed_rows(c.customer_id, zip(ids, entries, completions, strict=True), model)
     emit, gone = diff(state_rows(a, model) | state_rows(b, model), new, c.version, every=True)
     journeys = journeys_of(c, c.trim(entries, history, model), model)
     return MergeStep(_state_of(c, journeys), emit, gone)
@@ -107,7 +108,7 @@ def _combined(a: JourneyState, b: JourneyState, survivor_id: str, model: StageMo
     closed = max((t for t in (a.closed_until, b.closed_until) if t is not None), default=None)
     return Customer(
         survivor_id, spans, counts, min(a.first_seen, b.first_seen), max(a.last_seen, b.last_seen),
-        _segment(a, b, survivor_id), a.purchases + b.purchases, recent,
+        *_segment(a, b), a.purchases + b.purchases, recent,
         _earliest(a.firsts, b.firsts), _earliest(a.passed, b.passed), closed,
         max(a.version, b.version) + 1,
     )  # fmt: skip
@@ -169,12 +170,13 @@ def _within(span: Span, at: datetime) -> bool:
     return span.start <= at <= span.last
 
 
-def _segment(a: JourneyState, b: JourneyState, survivor_id: str) -> str | None:
-    """The survivor's segment, else the other's; the smaller one if neither survives."""
-    by_id = {s.customer_id: s.segment for s in (a, b)}
-    if by_id.get(survivor_id) is not None:
-        return by_id[survivor_id]
-    return min((s for s in (a.segment, b.segment) if s is not None), default=None)
+def _segment(a: JourneyState, b: JourneyState) -> tuple[str | None, datetime | None]:
+    """The segment of the latest event naming one, over both states (order-independent)."""
+    known = [(s.segment_since, s.segment) for s in (a, b) if s.segment_since and s.segment]
+    if not known:
+        return a.segment or b.segment, None
+    since, segment = max(known)
+    return segment, since
 
 
 def _earliest(x: dict[str, _V], y: dict[str, _V]) -> dict[str, _V]:
@@ -193,6 +195,7 @@ def _state_of(c: Customer, journeys: list[Journey]) -> JourneyState:
             "first_seen": c.first_seen,
             "last_seen": c.last_seen,
             "segment": c.segment,
+            "segment_since": c.segment_since,
             "purchases": c.purchases,
             "recent_ids": c.recent,
             "firsts": c.firsts,

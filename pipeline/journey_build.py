@@ -93,6 +93,7 @@ class Span:
     old: Journey | None = None
     """The record this span was read from, and its entries as marks."""
     old_marks: Marks | None = None
+    old_completions: Marks | None = None
 
     @classmethod
     def of(cls, j: Journey) -> Span:
@@ -107,16 +108,22 @@ class Span:
             pending,
             j,
             marks_of(j.entries),
+            dict(completions),
         )
 
     def unchanged(self, entries: Marks) -> bool:
         """True if ``entries`` are those of the record the span was read from."""
-        return self.old_marks is not None and entries == self.old_marks
+        return (
+            self.old_marks is not None
+            and entries == self.old_marks
+            and self.completions == self.old_completions
+        )
 
     def absorb(self, other: Span) -> None:
         """Join ``other``: the joined journey keeps the id of the one that started first."""
         if (other.start, other.jid) < (self.start, self.jid):
             self.jid, self.old, self.old_marks = other.jid, other.old, other.old_marks
+            self.old_completions = other.old_completions
         self.start = min(self.start, other.start)
         self.last = max(self.last, other.last)
         for stage, mark in other.resolved.items():

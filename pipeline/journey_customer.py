@@ -38,6 +38,7 @@ class Customer:
     first_seen: datetime | None = None
     last_seen: datetime | None = None
     segment: str | None = None
+    segment_since: datetime | None = None
     purchases: int = 0
     recent: tuple[tuple[datetime, str], ...] = ()
     firsts: dict[str, tuple[datetime, str]] = field(default_factory=dict)
@@ -55,6 +56,7 @@ class Customer:
             s.first_seen,
             s.last_seen,
             s.segment,
+            s.segment_since,
             s.purchases,
             s.recent_ids,
             dict(s.firsts),
@@ -71,6 +73,9 @@ class Customer:
         self.touchpoints[channel] = self.touchpoints.get(channel, 0) + 1
         if event_type == "purchase":
             self.purchases += 1
+        segment = tp.properties.get("segment")
+        if isinstance(segment, str) and segment:
+            self._segment(at, segment)
         if pair in model.repeat_pairs:
             self._first(f"{channel}/{event_type}", (at, event_id))
         found = model.classify(pair, tp.properties)
@@ -98,6 +103,12 @@ class Customer:
             if mark is None or at < mark[0] or (at == mark[0] and event_id < mark[1]):
                 span.resolved[decided] = (at, event_id, channel)
         return True, decided
+
+    def _segment(self, at: datetime, segment: str) -> None:
+        """Keep the segment of the latest event (by time, then value) that names one."""
+        since = self.segment_since
+        if since is None or (at, segment) > (since, self.segment or ""):
+            self.segment, self.segment_since = segment, at
 
     def _first(self, kind: str, first: tuple[datetime, str]) -> None:
         old = self.firsts.get(kind)

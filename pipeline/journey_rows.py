@@ -18,8 +18,8 @@ from pipeline.stage_model import StageModel
 from schemas.events import Channel
 from schemas.journey import Journey, JourneyState, StageEntry, StageTransition
 
-Row = tuple[str | None, datetime, Channel, str, float | None]
-"""(from_stage, at, channel, event_id, seconds_in_previous)."""
+Row = tuple[str | None, datetime, Channel, str, float | None, datetime | None]
+"""(from_stage, at, channel, event_id, seconds_in_previous, completed_at)."""
 Key = tuple[str, str, str]
 """(customer_id, journey_id, to_stage): the ReplacingMergeTree key."""
 
@@ -29,30 +29,37 @@ def furthest(entries: Mapping[str, object], rank: Mapping[str, int]) -> str | No
     return max(entries, key=rank.__getitem__, default=None)
 
 
-def rows_of(entries: Marks, rank: Mapping[str, int]) -> dict[str, Row]:
+def rows_of(entries: Marks, rank: Mapping[str, int], completions: Marks) -> dict[str, Row]:
     """One row per stage entered; ``from_stage`` is the current stage just before."""
     rows: dict[str, Row] = {}
     current: tuple[datetime, int, str] | None = None
     for at, order, stage, (_, event_id, channel) in sorted(
         [(m[0], rank[s], s, m) for s, m in entries.items()]
     ):
+        done = completions.get(stage)
+        completed_at = done[0] if done is not None else None
         if current is None:
-            rows[stage] = (None, at, channel, event_id, None)
+            rows[stage] = (None, at, channel, event_id, None, completed_at)
         else:
-            rows[stage] = (current[2], at, channel, event_id, (at - current[0]).total_seconds())
+            since = (at - current[0]).total_seconds()
+            rows[stage] = (current[2], at, channel, event_id, since, completed_at)
         if current is None or order > current[1]:
             current = (at, order, stage)
     return rows
 
 
+JourneyMarks = tuple[str, Marks, Marks]
+"""(journey_id, entries, completions)."""
+
+
 def keyed_rows(
-    customer_id: str, journeys: Iterable[tuple[str, Marks]], model: StageModel
+    customer_id: str, journeys: Iterable[JourneyMarks], model: StageModel
 ) -> dict[Key, Row]:
-    """The rows of ``(journey_id, entries)`` pairs by ReplacingMergeTree key."""
+    """The rows of journeys by ReplacingMergeTree key."""
     return {
         (customer_id, jid, stage): row
-        for jid, entries in journeys
-        for stage, row in rows_of(entries, model.rank).items()
+        for jid, entries, completions in journeys
+        for stage, row in rows_of(entries, model.rank, completions).items()
     }
 
 
@@ -62,10 +69,12 @@ def state_rows(
     """The rows a state has emitted (as of its version), but those of journeys in ``skip``."""
     if state is None:
         return {}
-    pairs = (
-        (j.journey_id, marks_of(j.entries)) for j in state.journeys if j.journey_id not in skip
+    triples = (
+        (j.journey_id, marks_of(j.entries), marks_of(j.completions))
+        for j in state.journeys
+        if j.journey_id not in skip
     )
-    return keyed_rows(state.customer_id, pairs, model)
+    return keyed_rows(state.customer_id, triples, model)
 
 
 def changed_rows(
@@ -74,7 +83,8 @@ def changed_rows(
     """(old rows, new rows), leaving out the journeys whose entries did not change."""
     pairs = list(zip(c.spans, entries, strict=True))
     same = {s.jid for s, e in pairs if s.unchanged(e)}
-    new = keyed_rows(c.customer_id, ((s.jid, e) for s, e in pairs if s.jid not in same), model)
+    triples = ((s.jid, e, s.completions) for s, e in pairs if s.jid not in same)
+    new = keyed_rows(c.customer_id, triples, model)
     return state_rows(state, model, same), new
 
 
@@ -89,7 +99,7 @@ def diff(
 
 
 def _row(key: Key, row: Row, version: int, deleted: bool) -> StageTransition:
-    (customer_id, jid, to_stage), (from_stage, at, channel, event_id, since) = key, row
+    (customer_id, jid, to_stage), (from_stage, at, channel, event_id, since, done) = key, row
     return trusted(
         StageTransition,
         {
@@ -101,6 +111,7 @@ def _row(key: Key, row: Row, version: int, deleted: bool) -> StageTransition:
             "channel": channel,
             "event_id": event_id,
             "seconds_in_previous": since,
+            "completed_at": done,
             "version": version,
             "is_deleted": deleted,
         },

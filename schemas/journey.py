@@ -74,6 +74,8 @@ class JourneyState(Record):
     first_seen: AwareDatetime
     last_seen: AwareDatetime
     segment: str | None = None
+    """From ``properties.segment``: that of the latest event (by event time) naming one."""
+    segment_since: AwareDatetime | None = None
     purchases: int = 0
     recent_ids: tuple[tuple[AwareDatetime, str], ...] = ()
     """(occurred_at, event_id) of the latest events, bounded: a repeat is skipped."""
@@ -120,6 +122,8 @@ class StageTransition(Record):
     event_id: str
     seconds_in_previous: float | None
     """Seconds since the journey entered ``from_stage``."""
+    completed_at: AwareDatetime | None = None
+    """When the journey completed ``to_stage`` (its first ``completed_by`` event), if it did."""
     version: int
     is_deleted: bool = False
 

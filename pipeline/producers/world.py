@@ -91,6 +91,8 @@ class World:
     ) -> Draft:  # fmt: skip
         """The customer's next event, a few seconds to a minute after the last."""
         c.t += 3.0 + 72.0 * self.rng.random()
+        if "user_id" in ids or "crm_id" in ids:
+            props = {**props, "segment": c.segment.name}
         return _tuple_new(Draft, (c.t, channel, event_type, ids, props, c.idx, tag))
 
     def channel(self, c: Customer, stage: Stage) -> str:
@@ -102,6 +104,8 @@ class World:
     ) -> Draft:  # fmt: skip
         c.t += dt
         who = c.idx if who is None else who
+        if "user_id" in ids or "crm_id" in ids:  # an identified event: the CRM knows the segment
+            props = {**props, "segment": c.segment.name}
         return _tuple_new(Draft, (c.t, channel, event_type, ids, props, who, tag))
 
     def cookie(self, c: Customer) -> tuple[str, str | None]:
