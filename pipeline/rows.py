@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import orjson
+from pydantic import BaseModel
 
 from schemas.identity import IdentityEvents, fallback_customer_id
 from schemas.journey import CustomerProfile, JourneyRow, StageTransition
@@ -118,7 +120,7 @@ def refusal_rows(events: IdentityEvents) -> list[list[Any]]:
 
 TRANSITION_COLUMNS = (
     "customer_id", "journey_id", "from_stage", "to_stage", "at", "channel", "event_id",
-    "seconds_in_previous", "version", "is_deleted",
+    "seconds_in_previous", "completed_at", "version", "is_deleted",
 )  # fmt: skip
 JOURNEY_COLUMNS = (
     "customer_id", "journey_id", "started_at", "last_seen", "current_stage", "stages",
@@ -134,7 +136,7 @@ def transition_row(t: StageTransition) -> list[Any]:
     """One ``stage_transitions`` row, in :data:`TRANSITION_COLUMNS` order."""
     return [
         t.customer_id, t.journey_id, t.from_stage or "", t.to_stage, t.at, t.channel,
-        t.event_id, t.seconds_in_previous, t.version, int(t.is_deleted),
+        t.event_id, t.seconds_in_previous, t.completed_at, t.version, int(t.is_deleted),
     ]  # fmt: skip
 
 
@@ -154,12 +156,37 @@ def customer_row(c: CustomerProfile) -> list[Any]:
     ]  # fmt: skip
 
 
+STAGE_METRICS_COLUMNS = (
+    "window_start", "window_end", "stage", "channel", "segment", "entries", "conversions",
+    "dropoffs", "conversion_rate", "dropoff_rate", "in_stage", "median_seconds_to_convert",
+    "p90_seconds_to_convert", "events", "ingest_lag_seconds", "late_events", "is_complete",
+    "is_final", "version",
+)  # fmt: skip
+LATE_COLUMNS = (
+    "window_start", "stage", "channel", "segment", "customer_id", "journey_id", "measure",
+    "delta", "final_until",
+)  # fmt: skip
+ALERT_COLUMNS = (
+    "alert_id", "state", "stage", "channel", "window_start", "dropoff_rate", "baseline_rate",
+    "relative_increase", "zscore", "volume", "started_at", "evaluated_at", "summary",
+)  # fmt: skip
+
+
+def model_row(record: BaseModel, columns: Sequence[str]) -> list[Any]:
+    """A row of ``columns`` from the same-named fields of ``record`` (booleans as 0/1)."""
+    values = [getattr(record, c) for c in columns]
+    return [int(v) if isinstance(v, bool) else v for v in values]
+
+
 TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "touchpoints": TOUCHPOINT_COLUMNS,
     "dead_letters": DEAD_LETTER_COLUMNS,
     "identity_overrides": OVERRIDE_COLUMNS,
     "identity_refusals": REFUSAL_COLUMNS,
     "stage_transitions": TRANSITION_COLUMNS,
+    "stage_metrics": STAGE_METRICS_COLUMNS,
+    "late_events": LATE_COLUMNS,
+    "alerts": ALERT_COLUMNS,
     "journeys": JOURNEY_COLUMNS,
     "customers": CUSTOMER_COLUMNS,
 }
