@@ -48,6 +48,12 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(
             settings.topic("transitions"), p, (("retention.ms", str(86_400_000)), BATCH_SIZE)
         ),
+        # the metrics stage rebuilds its state by replaying its inputs: kept for good
+        TopicSpec(settings.topic("metric-inputs"), 1, (("retention.ms", "-1"), BATCH_SIZE)),
+        TopicSpec(
+            settings.topic("stage-metrics"), 1, (("retention.ms", str(86_400_000)), BATCH_SIZE)
+        ),
+        TopicSpec(settings.topic("alerts"), 1, (("retention.ms", str(30 * 86_400_000)),)),
         # not compacted yet: restoring a partition replays all of it (a known limit)
         TopicSpec(settings.topic("journey-changelog"), p, (("retention.ms", "-1"), BATCH_SIZE)),
     ]

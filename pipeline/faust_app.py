@@ -17,6 +17,9 @@ Data flow (``<p>`` is ``TOUCHPOINT_TOPIC_PREFIX``):
   partition as a merge notice
 - agents ``sink-*``: ``<p>.journeyed``, ``<p>.transitions``, ``touchpoints.dlq``,
   ``<p>.identity-events`` -> ClickHouse
+- agent ``stage-metrics``: ``<p>.metric-inputs`` (1 partition, one message per journey
+  batch) -> windows, late changes, alerts -> ``<p>.stage-metrics`` (live feed),
+  ``<p>.alerts``, ClickHouse ``stage_metrics``/``late_events``/``alerts``, the webhook
 """
 
 from __future__ import annotations
@@ -41,6 +44,12 @@ from pipeline.ingest import RawMessage
 from pipeline.journey_handlers import handle_journey, handle_transitions
 from pipeline.kafka_config import KafkaConfig
 from pipeline.metrics import PipelineMetrics
+from pipeline.metrics_handlers import (
+    MetricsRuntime,
+    handle_metric_inputs,
+    metrics_config,
+    webhook_sender,
+)
 from pipeline.raw_consumer import RawConsumer
 from pipeline.settings import Settings
 from pipeline.worker_context import Topics, Worker, make_worker, raw_consumer_config
@@ -48,6 +57,7 @@ from pipeline.worker_context import Topics, Worker, make_worker, raw_consumer_co
 RESOLVER_BATCH = 64
 JOURNEY_BATCH = 64
 """``<prefix>.valid`` messages per journey batch (each a batch of events itself)."""
+METRICS_BATCH = 64
 
 
 def batches(
@@ -96,6 +106,9 @@ def make_topics(app: faust.App, settings: Settings) -> Topics:
         journeyed=topic(settings.topic("journeyed")),
         transitions=topic(settings.topic("transitions")),
         journey_changelog=topic(settings.topic("journey-changelog")),
+        metric_inputs=topic(settings.topic("metric-inputs"), 1),
+        stage_metrics=topic(settings.topic("stage-metrics"), 1),
+        alerts=topic(settings.topic("alerts"), 1),
         partitions=settings.partitions,
     )
 
@@ -111,9 +124,10 @@ def build_app(settings: Settings, metrics: PipelineMetrics | None = None) -> fau
     install_identity(app, worker, topics)
     install_journey(app, worker, topics)
     install_sinks(app, worker, topics)
+    runtime = install_metrics(app, worker, topics)
     from pipeline.worker_web import install_web
 
-    install_web(app, worker)
+    install_web(app, worker, runtime)
     return app
 
 
@@ -192,3 +206,30 @@ def install_sinks(app: faust.App, worker: Worker, topics: Topics) -> None:
         async for events in batches(stream, 256, s.sink_max_seconds):
             await fail_stop("sink-identity", handle_identity_events(worker, topics, events))
             yield None
+
+
+def install_metrics(app: faust.App, worker: Worker, topics: Topics) -> MetricsRuntime:
+    """The metrics agent (one partition: one worker holds the state) and its webhook."""
+    s = worker.settings
+    runtime = MetricsRuntime(metrics_config(s, worker.stage_model), webhook_sender(s, worker))
+
+    @app.agent(topics.metric_inputs, name="stage-metrics")
+    async def stage_metrics(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        async for events in batches(stream, METRICS_BATCH, s.batch_max_seconds):
+            await fail_stop("stage-metrics", handle_metric_inputs(worker, topics, runtime, events))
+            yield None
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # faust types receivers narrower than it calls them
+    async def drop_metrics(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        revoked = kwargs.get("revoked", args[0] if args else set())
+        if any(tp.topic == topics.metric_inputs.get_topic_name() for tp in revoked):
+            runtime.reset()  # whoever owns the partition next replays the inputs
+
+    if runtime.sender is not None:
+        sender = runtime.sender
+
+        @app.task  # type: ignore[untyped-decorator]  # faust's decorator is untyped
+        async def webhook() -> None:
+            await sender.start()
+
+    return runtime

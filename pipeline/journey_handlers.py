@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from pipeline.handlers import decode_batch, raw_of, send_dead_letter, send_dead_letters, undecodable
 from pipeline.journey_stage import BatchOutput, ValidMsg, is_empty, run_batch
+from pipeline.metric_input import metric_input
 from pipeline.rows import customer_row, journey_row, transition_row
 from pipeline.worker_context import Topics, Worker
 from schemas.journey import VALID_MESSAGE, TransitionBatch
@@ -52,6 +53,15 @@ async def handle_journey(worker: Worker, topics: Topics, events: Sequence[Any]) 
     pending: list[Awaitable[Any]] = [await send_dead_letter(topics, dl) for dl in bad]
     for partition, out in outputs.items():
         pending += await send_outputs(topics, partition, out, now)
+    fed = metric_input(
+        [tp for out in outputs.values() for tp in out.stamped],
+        [t for out in outputs.values() for t in out.transitions],
+        [c for out in outputs.values() for c in out.customers],
+        now,
+    )
+    if fed is not None:
+        body = fed.model_dump_json().encode()
+        pending.append(await topics.metric_inputs.send(key=b"0", value=body, partition=0))
     await asyncio.gather(*pending)  # outputs delivered (acks=all) before the state is saved
     saved = [
         await topics.journey_changelog.send(

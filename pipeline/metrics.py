@@ -34,6 +34,7 @@ class PipelineMetrics:
     erased: Counter
     identity_merges: Counter
     identity_refusals: Counter
+    stages: StageGauges
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> PipelineMetrics:
@@ -98,5 +99,75 @@ class PipelineMetrics:
             identity_refusals=Counter(
                 "touchpoint_identity_refusals", "Identifiers kept out of a customer, by reason.",
                 ["reason"], registry=reg,
+            ),
+            stages=StageGauges.create(reg),
+        )  # fmt: skip
+
+
+SC = ["stage", "channel"]
+SCS = ["stage", "channel", "segment"]
+
+
+@dataclass(frozen=True)
+class StageGauges:
+    """The live stage metrics (newest complete window) and the drop-off detector."""
+
+    entries: Gauge
+    conversions: Gauge
+    dropoffs: Gauge
+    in_stage: Gauge
+    firing: Gauge
+    suppressed: Gauge
+    rate: Gauge
+    baseline: Gauge
+    zscore: Gauge
+    relative: Gauge
+    outcomes: Gauge
+    newest_final: Gauge
+    ingest_lag: Gauge
+    late_events: Counter
+    alerts: Counter
+    webhook_sent: Counter
+    webhook_failed: Counter
+
+    @classmethod
+    def create(cls, reg: CollectorRegistry) -> StageGauges:
+        def g(name: str, doc: str, labels: list[str] = SC) -> Gauge:
+            return Gauge(name, doc, labels, registry=reg)
+
+        window = " in the newest complete 1-minute window."
+        return cls(
+            entries=g("touchpoint_stage_entries", "Entries" + window, SCS),
+            conversions=g("touchpoint_stage_conversions", "Conversions" + window, SCS),
+            dropoffs=g("touchpoint_stage_dropoffs", "Drop-offs" + window, SCS),
+            in_stage=g("touchpoint_stage_in_stage", "Customers in the stage at its end.", SCS),
+            firing=g("touchpoint_dropoff_alert_firing", "1 while a drop-off spike alert fires."),
+            suppressed=g(
+                "touchpoint_dropoff_alert_suppressed",
+                "1 when the last evaluation took no decision (ingest lag, warming up).",
+            ),
+            rate=g("touchpoint_stage_dropoff_rate", "Drop-off rate over the alert span."),
+            baseline=g("touchpoint_stage_dropoff_baseline", "Baseline drop-off rate."),
+            zscore=g("touchpoint_stage_dropoff_zscore", "Robust z-score against the baseline."),
+            relative=g("touchpoint_stage_dropoff_relative_increase", "Rate / baseline - 1."),
+            outcomes=g("touchpoint_stage_outcomes", "Entries in the alert span (its volume)."),
+            newest_final=Gauge(
+                "touchpoint_metrics_newest_final_window_seconds",
+                "Unix time of the end of the newest final window.", registry=reg,
+            ),
+            ingest_lag=Gauge(
+                "touchpoint_metrics_ingest_lag_seconds",
+                "Seconds from the newest event's arrival to the metrics stage.", registry=reg,
+            ),
+            late_events=Counter(
+                "touchpoint_metrics_late_changes", "Changes that reached a final window.",
+                registry=reg,
+            ),
+            alerts=Counter("touchpoint_alerts", "Alerts fired or resolved.", ["state"], registry=reg),
+            webhook_sent=Counter(
+                "touchpoint_alert_webhook_sent", "Webhook requests delivered.", registry=reg
+            ),
+            webhook_failed=Counter(
+                "touchpoint_alert_webhook_failed", "Webhook requests given up.", registry=reg
             ),
         )  # fmt: skip

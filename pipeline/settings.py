@@ -114,6 +114,32 @@ class Settings(BaseSettings):
     worker_web_port: int = Field(6066, description="faust web port of a worker (metrics, health).")
     worker_web_host: str = Field("127.0.0.1", description="Bind address of the worker web server.")
 
+    # --- journeys, stage metrics and alerts ---------------------------------------------
+    stage_model_path: Path | None = Field(
+        None, description="Stage model TOML file (unset: the shipped default)."
+    )
+    metrics_allowed_lateness: float = Field(
+        1800.0, gt=0, description="Event-time seconds after a window's end before it is final."
+    )
+    metrics_completeness_grace: float = Field(
+        120.0, gt=0, description="Event-time seconds after a window's end before it is complete."
+    )
+    alert_span_windows: int = Field(5, ge=1, description="1-minute windows per alert evaluation.")
+    alert_baseline_windows: int = Field(60, ge=5, description="Evaluations in the baseline.")
+    alert_relative_increase: float = Field(
+        0.5, gt=0, description="Least relative drop-off increase that fires (0.5: +50%)."
+    )
+    alert_zscore: float = Field(3.0, gt=0, description="Least robust z-score that fires.")
+    alert_min_volume: int = Field(30, ge=1, description="Least entries in the span to judge.")
+    alert_max_ingest_lag: float = Field(
+        60.0, gt=0, description="Seconds of ingest lag above which no alert decision is taken."
+    )
+    alert_webhook_url: str | None = Field(None, description="Where alerts are POSTed (unset: off).")
+    alert_webhook_format: Literal["alertmanager", "json"] = Field(
+        "alertmanager", description="Alertmanager webhook JSON, or one plain JSON per alert."
+    )
+    alert_webhook_token: SecretStr | None = Field(None, description="Bearer token of the webhook.")
+
     # --- embedded stack ---------------------------------------------------------------
     embedded_broker: bool = Field(True, description="touchpoint up starts Tansu if none answers.")
     embedded_clickhouse: bool = Field(True, description="touchpoint up serves chDB over HTTP.")

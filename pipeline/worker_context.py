@@ -36,6 +36,9 @@ class Topics:
     journeyed: Any
     transitions: Any
     journey_changelog: Any
+    metric_inputs: Any
+    stage_metrics: Any
+    alerts: Any
     partitions: int
 
 
@@ -99,7 +102,7 @@ def make_worker(settings: Settings, metrics: PipelineMetrics) -> Worker:
         validation=validation_config(settings),
         guardrails=GuardrailConfig(),
         sinks=sinks,
-        stage_model=load_stage_model(),
+        stage_model=load_stage_model(settings.stage_model_path),
         journeys=JourneyStore(
             settings.topic("journey-changelog"), KafkaConfig.from_settings(settings)
         ),

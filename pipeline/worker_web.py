@@ -11,7 +11,10 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from pipeline.metrics_handlers import MetricsRuntime, feed
 
 if TYPE_CHECKING:
     import faust
@@ -68,8 +71,14 @@ async def probe_broker(app: faust.App, worker: Worker, health: BrokerHealth) -> 
         worker.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, lag))
 
 
-def install_web(app: faust.App, worker: Worker) -> None:
+def install_web(app: faust.App, worker: Worker, runtime: MetricsRuntime | None = None) -> None:
     health = BrokerHealth()
+
+    @app.page("/stages")
+    async def stages(web: Any, request: Any) -> Any:
+        """The live stage metrics feed (only the worker that owns the metrics partition
+        has it: ``owner`` says whether this one does)."""
+        return web.bytes(orjson.dumps(feed(runtime)), content_type="application/json")
 
     def problems() -> list[str]:
         sinks = worker.sinks.values()
