@@ -158,6 +158,7 @@ def main() -> None:
 # Commands defined in other modules register themselves on ``cli`` when imported.
 import pipeline.cli_identity  # noqa: E402  # forget, identity squash
 import pipeline.cli_producers  # noqa: E402, F401  # produce, collect, simulate
+from pipeline import cli_sql  # noqa: E402, F401  # sql
 
 if __name__ == "__main__":  # python -m pipeline.cli: use the module the commands registered on
     from pipeline.cli import main as registered_main
