@@ -15,6 +15,8 @@ from clickhouse_connect.driver.exceptions import ClickHouseError as DriverError
 
 from pipeline.chclient import translate
 from pipeline.errors import ClickHouseError
+from pipeline.stage_model import StageModel, load_stage_model
+from pipeline.stage_model_table import write_stage_model
 
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _LEDGER = """
@@ -62,9 +64,15 @@ def _run(client: Client, sql: str, stage: str) -> None:
 
 
 def migrate(
-    client: Client, database: str, *, progress: Callable[[str], None] = lambda _m: None
+    client: Client,
+    database: str,
+    *,
+    progress: Callable[[str], None] = lambda _m: None,
+    model: StageModel | None = None,
 ) -> list[Migration]:
-    """Create ``database`` if needed and apply pending migrations; returns those applied."""
+    """Create ``database`` if needed and apply pending migrations; returns those applied.
+
+    Then store the stage model (``model``, else the shipped default) in ``stage_model``."""
     _run(client, f"CREATE DATABASE IF NOT EXISTS `{database}`", "migrate")
     client.database = database
     _run(client, _LEDGER, "migrate")
@@ -87,6 +95,8 @@ def migrate(
             column_names=["version", "name", "checksum"],
         )
         applied.append(migration)
+    if write_stage_model(client, model or load_stage_model()):
+        progress("stage model written to stage_model")
     return applied
 
 
