@@ -19,7 +19,7 @@ from rich.table import Table
 
 from benchmarks.common import CHILDREN, ROOT, Figures, Workload, machine, make_events
 
-NAMES = ("drain", "freshness", "stages")
+NAMES = ("drain", "freshness", "metric-freshness", "stages")
 console = Console(stderr=True)
 Step = tuple[str, Callable[[], list[Figures]]]
 
@@ -53,6 +53,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=30.0,
         help="freshness: seconds of producing at each rate (30)",
+    )
+    p.add_argument(
+        "--metric-rate", type=int, default=200,
+        help="metric-freshness: background events/s while probing (200)",
     )
     return p.parse_args(argv)  # fmt: skip
 
@@ -111,7 +115,15 @@ def _steps(args: argparse.Namespace, workload: Workload, extra: dict[str, Any]) 
         rates = [int(r) for r in args.rates.split(",") if r]
         return [freshness(rates, args.seconds, args.runs, say)]
 
-    steps = {"stages": stages_step, "drain": drain_step, "freshness": freshness_step}
+    def metric_freshness_step() -> list[Figures]:
+        from benchmarks.metric_freshness import metric_freshness
+
+        return [metric_freshness(args.metric_rate, args.seconds, args.runs, say)]
+
+    steps = {
+        "stages": stages_step, "drain": drain_step, "freshness": freshness_step,
+        "metric-freshness": metric_freshness_step,
+    }  # fmt: skip
     return [(name, steps[name]) for name in NAMES if name in set(args.only or NAMES)]
 
 

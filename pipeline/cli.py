@@ -157,6 +157,7 @@ def main() -> None:
 
 # Commands defined in other modules register themselves on ``cli`` when imported.
 import pipeline.cli_identity  # noqa: E402  # forget, identity squash
+import pipeline.cli_painpoints  # noqa: E402  # painpoints
 import pipeline.cli_producers  # noqa: E402, F401  # produce, collect, simulate
 from pipeline import cli_sql  # noqa: E402, F401  # sql
 
