@@ -106,13 +106,13 @@ RANKING = Ranking(
                       dropped_off=12),
         StageCoverage(stage="advocacy", timeout_seconds=None, journeys=5, decided=0,
                       dropped_off=0),
-    ),  # fmt: skip
+    ),
     painpoints=(
         _painpoint(),
         _painpoint(property="", bucket="", lift_within_type=None, lift_within_type_low=None,
                    lift_within_type_high=None),
-    ),  # fmt: skip
-)
+    ),
+)  # fmt: skip
 
 
 def test_render_shows_the_rows_the_watermark_and_the_undecided_stages() -> None:
