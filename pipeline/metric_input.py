@@ -33,6 +33,6 @@ def metric_input(
         },
         events=dict(events),
         newest_event_at=max((tp.occurred_at for tp in stamped), default=None),
-        newest_received_at=max((tp.received_at for tp in stamped), default=None),
+        newest_arrived_at=max((tp.src.timestamp or tp.received_at for tp in stamped), default=None),
         produced_at=produced_at,
     )

@@ -130,9 +130,9 @@ def _clock(ts: float) -> datetime | None:
 
 
 def _lag(msg: MetricInput, now: datetime) -> float:
-    if msg.newest_received_at is None:
+    if msg.newest_arrived_at is None:
         return 0.0
-    return max(0.0, (now - msg.newest_received_at).total_seconds())
+    return max(0.0, (now - msg.newest_arrived_at).total_seconds())
 
 
 def _ingest(state: MetricsState, msg: MetricInput) -> set[JKey]:

@@ -40,8 +40,9 @@ class MetricInput(Record):
     events: dict[str, int] = Field(default_factory=dict)
     """Events received, by the ISO start of their 1-minute event-time window."""
     newest_event_at: AwareDatetime | None = None
-    newest_received_at: AwareDatetime | None = None
-    """When the pipeline received the batch's newest event (wall clock)."""
+    newest_arrived_at: AwareDatetime | None = None
+    """When the latest-arriving event of the batch reached the broker (its Kafka timestamp,
+    else when the pipeline received it): the ingest lag is the time since."""
     produced_at: AwareDatetime | None = None
 
 

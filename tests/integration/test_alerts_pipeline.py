@@ -1,0 +1,80 @@
+"""A checkout incident through the real broker, worker and ClickHouse: the drop-off spike
+alert fires and resolves, and reaches the ``alerts`` table, the ``<prefix>.alerts`` topic,
+the webhook (Alertmanager JSON) and the gauges."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from pipeline.chclient import ClickHouseConfig, connect
+from pipeline.kafka_config import KafkaConfig
+from pipeline.producers.kafka import make_producer
+from pipeline.producers.simulator import Conversion, Incident, SimulationConfig, simulate
+from pipeline.testing import read_topic
+from pipeline.testing.stack import wait_for
+
+
+class Hook(BaseHTTPRequestHandler):
+    received: list[dict[str, Any]] = []
+
+    def do_POST(self) -> None:  # noqa: N802  # the http.server API
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        Hook.received.append(json.loads(body))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_an_incident_fires_and_resolves_everywhere(pipeline_settings: Any, start_worker: Any) -> None:
+    settings = pipeline_settings
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    hook = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    # the events are produced in one burst: their ingest lag is the time to drain it
+    start_worker(settings, alert_min_volume=8, alert_webhook_url=hook, alert_max_ingest_lag=3600)
+    start = datetime.now(UTC) - timedelta(hours=3)
+    config = SimulationConfig(
+        seed=5, start=start, duration=timedelta(hours=2, minutes=40), customers=1600,
+        conversion=Conversion(awareness=0.9, consideration=0.8, purchase=0.9),
+        incidents=(Incident(stage="purchase", start_minute=80, end_minute=110, dropoff_multiplier=7),),
+        late_fraction=0, malformed_fraction=0, duplicate_fraction=0,
+    )  # fmt: skip
+    producer = make_producer(KafkaConfig.from_settings(settings), client_id="incident")
+    for event in simulate(config):
+        producer.send(settings.raw_topic, key=event.key, value=event.payload)
+    producer.close()
+
+    client = connect(ClickHouseConfig.from_settings(settings))
+    sql = "SELECT state, stage, channel, window_start, volume FROM alerts ORDER BY window_start"
+
+    def fired_and_resolved() -> list[Any] | None:
+        rows = client.query(sql).result_rows
+        states = {r[0] for r in rows if r[1] == "purchase" and r[2] == "all"}
+        return rows if states == {"firing", "resolved"} else None
+
+    rows = wait_for(fired_and_resolved, 240, "a purchase alert fired and resolved", interval=2.0)
+    onset = start + timedelta(minutes=80)
+    fired = min(r[3] for r in rows if r[0] == "firing" and r[2] == "all").replace(tzinfo=UTC)
+    assert onset <= fired <= onset + timedelta(minutes=15), (onset, rows)
+    resolved = max(r[3] for r in rows if r[0] == "resolved" and r[2] == "all").replace(tzinfo=UTC)
+    assert resolved >= start + timedelta(minutes=110)
+
+    messages = read_topic(settings.kafka_bootstrap, settings.topic("alerts"), timeout=10)
+    assert {json.loads(m.value)["state"] for m in messages} >= {"firing", "resolved"}
+    wait_for(lambda: len(Hook.received) >= 2, 30, "the webhook calls")
+    statuses = [p["status"] for p in Hook.received]
+    assert statuses[0] == "firing" and "resolved" in statuses
+    assert Hook.received[0]["version"] == "4"
+    assert Hook.received[0]["alerts"][0]["labels"]["stage"] == "purchase"
+    url = f"http://127.0.0.1:{settings.worker_web_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        metrics = response.read().decode()
+    assert 'touchpoint_dropoff_alert_firing{channel="all",stage="purchase"}' in metrics
+    server.shutdown()
