@@ -156,10 +156,13 @@ def main() -> None:
 
 
 # Commands defined in other modules register themselves on ``cli`` when imported.
-import pipeline.cli_identity  # noqa: E402  # forget, identity squash
-import pipeline.cli_painpoints  # noqa: E402  # painpoints
-import pipeline.cli_producers  # noqa: E402, F401  # produce, collect, simulate
-from pipeline import cli_sql  # noqa: E402, F401  # sql
+from pipeline import (  # noqa: E402, F401  # imported for their side effect
+    cli_identity,  # forget, identity squash
+    cli_metrics,  # verify metrics, eval alerts
+    cli_painpoints,  # painpoints
+    cli_producers,  # produce, collect, simulate
+    cli_sql,  # sql
+)
 
 if __name__ == "__main__":  # python -m pipeline.cli: use the module the commands registered on
     from pipeline.cli import main as registered_main
