@@ -155,6 +155,30 @@ class Settings(BaseSettings):
         (), description="Origins allowed by CORS."
     )
 
+    # --- dashboard --------------------------------------------------------------------
+    dashboard_token: SecretStr | None = Field(
+        None,
+        description="Token the dashboard requires (Authorization: Bearer, or ?token= once, "
+        "which sets a cookie); unset: no token.",
+    )
+    dashboard_user: str | None = Field(
+        None, description="User for HTTP basic auth on the dashboard (unset: no basic auth)."
+    )
+    dashboard_password: SecretStr | None = Field(
+        None, description="Password of the dashboard user (required with it)."
+    )
+    dashboard_refresh_seconds: float = Field(
+        5.0, ge=1, description="Seconds between refreshes of the dashboard page."
+    )
+    dashboard_stale_seconds: float = Field(
+        120.0, gt=0, description="Seconds without new events or metrics before a stale warning."
+    )
+    dashboard_feed_urls: str | None = Field(
+        None,
+        description="Worker URLs whose /stages live feed the dashboard reads, comma separated "
+        "(unset: the workers touchpoint up starts on this machine).",
+    )
+
     @field_validator("extra_placeholders", "collector_cors_origins", mode="before")
     @classmethod
     def _split_csv(cls, value: Any) -> Any:
