@@ -179,10 +179,10 @@ function renderExperience(data) {
   ];
   const layout = {
     barmode: "group", margin: { l: 40, r: 10, t: 10, b: 40 }, legend: { orientation: "h" },
-    xaxis: { domain: [0, 0.8] },
+    xaxis: { domain: [0, 0.76] },
     yaxis: { title: { text: "CSAT" }, range: [0, 5] },
     yaxis2: { title: { text: "NPS" }, overlaying: "y", side: "right", anchor: "x", range: [-100, 100], showgrid: false },
-    yaxis3: { title: { text: "hold (s)" }, overlaying: "y", side: "right", anchor: "free", position: 0.92, rangemode: "tozero", showgrid: false },
+    yaxis3: { title: { text: "hold (s)" }, overlaying: "y", side: "right", anchor: "free", position: 0.93, rangemode: "tozero", showgrid: false },
   };
   const none = rows.length ? layout : { ...empty({ margin: layout.margin }, [], "no CSAT, NPS or hold times in this range"), showlegend: false };
   Plotly.react("c-experience", rows.length ? traces : [], none, PLOT);
