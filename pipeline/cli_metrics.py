@@ -6,7 +6,9 @@ Registers the ``verify`` group, and ``alerts`` on the ``eval`` group, when impor
 from __future__ import annotations
 
 import random
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -19,6 +21,7 @@ from pipeline.cli_eval import eval_app
 if TYPE_CHECKING:
     from pipeline.eval_alerts import RunResult
     from pipeline.producers.simulator import SimulationConfig
+    from pipeline.stage_metrics import MetricsConfig
 
 verify_app = typer.Typer(
     name="verify", help="Check stored results against an independent recomputation.",
@@ -94,25 +97,38 @@ def eval_alerts(
     quiet_days: Annotated[
         int, flag("eval_alerts", "quiet_days", "Days without incidents.", "--quiet-days")
     ] = 1,
+    jobs: Annotated[int, flag("eval_alerts", "jobs", "Days simulated in parallel.", "--jobs")] = 1,
 ) -> None:
     """Seeded incidents of varied size on simulated 6-hour days (time-compressed, in one
     process through validation, journeys, metrics and the detector): detection delay, missed
     incidents and false alerts per day."""
-    from pipeline.eval_alerts import run
     from pipeline.metrics_handlers import metrics_config
     from pipeline.stage_model import load_stage_model
 
     settings = settings_from()
     model = load_stage_model(settings.stage_model_path)
     config = metrics_config(settings, model)
+    days = [
+        incident_day(seed + i, customers, incidents if i < runs else 0)
+        for i in range(runs + quiet_days)
+    ]
     results: list[RunResult] = []
     out = Console()
-    for i in range(runs + quiet_days):
-        day = incident_day(seed + i, customers, incidents if i < runs else 0)
-        result = run(day, model, config)
-        results.append(result)
-        out.print(_day_line(result))
+    with ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
+        path = settings.stage_model_path
+        futures = [pool.submit(_run_day, day, path, config) for day in days]
+        for future in as_completed(futures):
+            results.append(future.result())
+            out.print(_day_line(results[-1]))
     out.print(summary_table(results))
+
+
+def _run_day(day: SimulationConfig, model_path: Path | None, config: MetricsConfig) -> RunResult:
+    """One day in a child process (the stage model holds functions: loaded there)."""
+    from pipeline.eval_alerts import run
+    from pipeline.stage_model import load_stage_model
+
+    return run(day, load_stage_model(model_path), config)
 
 
 def incident_day(seed: int, customers: int, count: int) -> SimulationConfig:

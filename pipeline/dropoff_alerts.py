@@ -6,7 +6,8 @@ The observed rate is the drop-off rate over the last ``span_windows`` complete w
 observed rates (those taken while not firing); the scale is the larger of 1.4826 x their
 median absolute deviation and the binomial standard error at the baseline rate, so a quiet
 history does not make every blip significant. An alert fires when the relative increase,
-the z-score and the volume are all at or above their thresholds; it resolves after
+the z-score and the volume are all at or above their thresholds for ``confirm``
+consecutive evaluations; it resolves after
 ``resolve_after`` consecutive evaluations below half of either threshold (hysteresis). No
 decision is taken while ingest lags behind (``max_ingest_lag``), while the baseline is
 warming up, or at low volume: the status says so instead.
@@ -34,6 +35,8 @@ class AlertConfig:
     relative_increase: float = 0.5
     zscore: float = 3.0
     min_volume: int = 30
+    confirm: int = 2
+    """Consecutive evaluations over both thresholds needed to fire."""
     resolve_after: int = 2
     max_ingest_lag: float = 60.0
 
@@ -43,6 +46,8 @@ class Series:
     history: deque[float]
     firing: Alert | None = None
     calm: int = 0
+    hot: int = 0
+    """Consecutive evaluations over both thresholds (while not firing)."""
     since: int | None = None
     """The first window with volume: the span must fill before the history starts."""
 
@@ -73,10 +78,13 @@ class Detector:
         for stage in self.stages:
             if self.timeouts.get(stage) is None:
                 continue  # a stage nobody drops off from
+            total = 0
             for channel in (ALL, *CHANNELS):
                 entries, conversions = self._span(windows, start, stage, channel)
-                if channel != ALL and entries < self.config.min_volume:
-                    continue
+                if channel == ALL:
+                    total = entries
+                elif entries < self.config.min_volume or entries == total:
+                    continue  # too thin, or the stage's only channel (judged as "all")
                 status, alert = self._judge(start, stage, channel, entries, conversions, lag, now)
                 statuses.append(status)
                 if alert is not None:
@@ -133,10 +141,12 @@ class Detector:
         cfg = self.config
         spike = r.relative >= cfg.relative_increase and r.z >= cfg.zscore
         if series.firing is None:
-            if spike and r.volume >= cfg.min_volume:
+            series.hot = series.hot + 1 if spike else 0
+            if series.hot >= cfg.confirm:
                 series.firing, series.calm = self._alert("firing", r, start, stage, channel, now), 0
                 return series.firing
-            series.history.append(r.rate)
+            if not spike:
+                series.history.append(r.rate)
             return None
         calm = r.relative < cfg.relative_increase / 2 or r.z < cfg.zscore / 2
         series.calm = series.calm + 1 if calm else 0

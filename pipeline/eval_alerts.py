@@ -99,7 +99,8 @@ def _flush(
         if isinstance(out, Touchpoint):
             records.append(out.model_copy(update={"customer_id": f"c{event.truth_customer}"}))
     result = run_batch(part, 0, 1, [TouchpointBatch(records=tuple(records))], model)
-    fed = metric_input(result.stamped, result.transitions, result.customers)
+    newest = {0: max(tp.occurred_at for tp in result.stamped)} if result.stamped else {}
+    fed = metric_input(result.stamped, result.transitions, result.customers, None, newest)
     if fed is None:
         return []
     return list(step(state, fed, buffer[-1].delivered_at).alerts)

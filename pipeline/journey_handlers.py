@@ -58,6 +58,7 @@ async def handle_journey(worker: Worker, topics: Topics, events: Sequence[Any]) 
         [t for out in outputs.values() for t in out.transitions],
         [c for out in outputs.values() for c in out.customers],
         now,
+        {p: max(tp.occurred_at for tp in out.stamped) for p, out in outputs.items() if out.stamped},
     )
     if fed is not None:
         body = fed.model_dump_json().encode()

@@ -21,8 +21,10 @@ def metric_input(
     transitions: Sequence[StageTransition],
     customers: Sequence[CustomerProfile],
     produced_at: datetime | None = None,
+    partitions: dict[int, datetime] | None = None,
 ) -> MetricInput | None:
-    """The batch's transitions, segments and event counts; None if it has none of them."""
+    """The batch's transitions, segments and event counts; None if it has none of them.
+    ``partitions``: the newest event time of each ``<prefix>.valid`` partition in the batch."""
     if not (stamped or transitions or customers):
         return None
     events = Counter(window_start(tp.occurred_at) for tp in stamped)
@@ -35,4 +37,5 @@ def metric_input(
         newest_event_at=max((tp.occurred_at for tp in stamped), default=None),
         newest_arrived_at=max((tp.src.timestamp or tp.received_at for tp in stamped), default=None),
         produced_at=produced_at,
+        partitions={str(p): at for p, at in (partitions or {}).items()},
     )

@@ -29,6 +29,7 @@ from schemas.metrics import UNKNOWN_SEGMENT, LateChange, MetricInput, MetricsOut
 Key = tuple[str, str, str]
 """(customer_id, journey_id, stage): a ``stage_transitions`` key."""
 JKey = tuple[str, str]
+IDLE_INPUTS = 200
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,9 @@ class MetricsState:
     contrib: dict[Key, tuple[Item, ...]] = field(default_factory=dict)
     timers: list[tuple[float, Key]] = field(default_factory=list)
     newest: float = float("-inf")
+    partitions: dict[int, tuple[float, int]] = field(default_factory=dict)
+    """Per ``<prefix>.valid`` partition: its newest event time, the input count when seen."""
+    inputs: int = 0
     version: int = 0
     evicted_at: float = float("-inf")
     windows: Windows = field(init=False)
@@ -92,13 +96,14 @@ def step(state: MetricsState, msg: MetricInput, now: datetime) -> MetricsOutput:
     late: list[LateChange] = []
     if msg.newest_event_at is not None:
         state.newest = max(state.newest, msg.newest_event_at.timestamp())
+    watermark = _watermark(state, msg)
     w.count_events({int(datetime.fromisoformat(k).timestamp()): n for k, n in msg.events.items()})
     touched = _ingest(state, msg)
     for jkey in sorted(touched):
         _recompute(state, _keys_of(state, jkey), late)
-    became = w.advance(state.newest - c.completeness_grace, w.final_until)
+    became = w.advance(watermark - c.completeness_grace, w.final_until)
     _fire_timers(state, late)
-    w.advance(w.complete_until, state.newest - c.allowed_lateness)
+    w.advance(w.complete_until, watermark - c.allowed_lateness)
     lag = _lag(msg, now)
     alerts, statuses = [], []
     for start in became:
@@ -127,6 +132,18 @@ def live_windows(state: MetricsState) -> list[StageWindow]:
 
 def _clock(ts: float) -> datetime | None:
     return utc(ts) if ts > float("-inf") else None
+
+
+def _watermark(state: MetricsState, msg: MetricInput) -> float:
+    """The newest event time every active partition has reached: the lowest of the
+    partitions' newest times, over the partitions heard from in the last ``IDLE_INPUTS``
+    inputs (an idle partition does not hold the clocks back; a slow one does)."""
+    state.inputs += 1
+    for partition, at in msg.partitions.items():
+        old = state.partitions.get(int(partition), (float("-inf"), 0))[0]
+        state.partitions[int(partition)] = (max(old, at.timestamp()), state.inputs)
+    active = [t for t, seen in state.partitions.values() if state.inputs - seen <= IDLE_INPUTS]
+    return min(active) if active else state.newest
 
 
 def _lag(msg: MetricInput, now: datetime) -> float:

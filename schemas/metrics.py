@@ -8,7 +8,8 @@ off* at ``at + timeout`` when the timeout elapses first. Entries count in the 1-
 event-time window of the entry, conversions in that of the conversion, drop-offs in that of
 ``at + timeout``.
 
-Two event-time clocks drive the windows, both from the newest event time seen (``newest``):
+Two event-time clocks drive the windows, both from ``newest``, the newest event time every
+active partition of ``<prefix>.valid`` has reached (the low watermark):
 ``complete_until = newest - completeness_grace`` (drop-offs are decided up to here, and a
 window ending before it is *complete*: alerts may read it) and ``final_until = newest -
 allowed_lateness`` (a window ending before it is *final* and never changes again; a later
@@ -40,6 +41,9 @@ class MetricInput(Record):
     events: dict[str, int] = Field(default_factory=dict)
     """Events received, by the ISO start of their 1-minute event-time window."""
     newest_event_at: AwareDatetime | None = None
+    partitions: dict[str, AwareDatetime] = Field(default_factory=dict)
+    """The newest event time per ``<prefix>.valid`` partition in the batch: the clocks
+    follow the slowest active partition, not the fastest."""
     newest_arrived_at: AwareDatetime | None = None
     """When the latest-arriving event of the batch reached the broker (its Kafka timestamp,
     else when the pipeline received it): the ingest lag is the time since."""

@@ -198,3 +198,20 @@ def test_totals_match_the_definitions_whatever_the_arrival_order() -> None:
     b_at = {r.customer_id: r.at for m in inputs for r in m.transitions if r.to_stage == "b"}
     conv = sum(1 for r in a_rows if r.customer_id in b_at and b_at[r.customer_id] - r.at <= timedelta(minutes=10))
     assert totals == [len(a_rows), conv, len(a_rows) - conv]
+
+
+def test_the_clocks_follow_the_slowest_active_partition() -> None:
+    state = MetricsState(CONFIG)
+    fast = MetricInput(
+        transitions=(row("x", "a", 0.5),), newest_event_at=at(60), partitions={"0": at(60)}
+    )
+    step(state, fast, at(60))
+    slow = MetricInput(newest_event_at=at(2), partitions={"1": at(2)})
+    step(state, slow, at(60))
+    assert not held(state, "a", 0).is_complete  # partition 1 is still at minute 2
+    caught_up = MetricInput(newest_event_at=at(60), partitions={"1": at(60)})
+    step(state, caught_up, at(60))
+    assert held(state, "a", 0).is_final
+    for _ in range(250):  # partition 1 goes quiet: it stops holding the clocks back
+        step(state, MetricInput(newest_event_at=at(90), partitions={"0": at(90)}), at(90))
+    assert state.windows.complete_until == at(89).timestamp()
