@@ -234,7 +234,8 @@ def _identity_barrier(settings: Any, client: Any, producer: Any) -> None:
     cookie, at = f"barrier-{tag}", datetime.now(UTC)
     for n, ids in enumerate(({"anonymous_id": cookie},
                              {"anonymous_id": cookie, "email": f"{tag}@barrier.test"})):  # fmt: skip
-        event = {"event_id": f"barrier-{n}-{tag}", "occurred_at": at.isoformat(),
+        when = (at + timedelta(seconds=n)).isoformat()  # the cookie's customer is older
+        event = {"event_id": f"barrier-{n}-{tag}", "occurred_at": when,
                  "channel": "web", "event_type": "page_view", "identifiers": ids}  # fmt: skip
         producer.send(settings.raw_topic, key=cookie.encode(), value=orjson.dumps(event))
         producer.flush()
