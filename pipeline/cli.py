@@ -129,10 +129,12 @@ def migrate(clickhouse_url: ClickHouseURL = None, database: Database = None) -> 
     """Create the database and apply pending ClickHouse migrations (idempotent)."""
     from pipeline.chclient import ClickHouseConfig, connect
     from pipeline.migrate import migrate as apply
+    from pipeline.stage_model import load_stage_model
 
     settings = settings_from(clickhouse_url=clickhouse_url, clickhouse_database=database)
     client = connect(ClickHouseConfig.from_settings(settings), database="")
-    applied = apply(client, settings.clickhouse_database, progress=typer.echo)
+    model = load_stage_model(settings.stage_model_path)
+    applied = apply(client, settings.clickhouse_database, progress=typer.echo, model=model)
     typer.echo(f"{len(applied)} migration(s) applied to {settings.clickhouse_database}")
 
 

@@ -24,6 +24,7 @@ from pipeline.migrate import migrate
 from pipeline.processes import ProcessGroup, python_module
 from pipeline.settings import Settings, settings_env
 from pipeline.stack_status import watch
+from pipeline.stage_model import load_stage_model
 
 console = Console()
 
@@ -103,7 +104,8 @@ def prepare(settings: Settings) -> None:
     created = create_topics(KafkaConfig.from_settings(settings), topic_specs(settings))
     console.print(f"topics: {len(created)} created, partitions={settings.partitions}")
     client = connect(ClickHouseConfig.from_settings(settings), database="")
-    applied = migrate(client, settings.clickhouse_database)
+    model = load_stage_model(settings.stage_model_path)
+    applied = migrate(client, settings.clickhouse_database, model=model)
     console.print(f"migrations: {len(applied)} applied to {settings.clickhouse_database}")
 
 

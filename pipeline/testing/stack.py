@@ -19,6 +19,7 @@ from pipeline.kafka_config import KafkaConfig
 from pipeline.migrate import migrate
 from pipeline.processes import die_with_parent
 from pipeline.settings import Settings, load_settings, settings_env
+from pipeline.stage_model import load_stage_model
 from pipeline.testing.kafka import free_port, unique_name
 
 T = TypeVar("T")
@@ -122,7 +123,9 @@ def prepare(settings: Settings) -> None:
     """Create the test's topics and migrate its database."""
     create_topics(KafkaConfig.from_settings(settings), topic_specs(settings))
     migrate(
-        connect(ClickHouseConfig.from_settings(settings), database=""), settings.clickhouse_database
+        connect(ClickHouseConfig.from_settings(settings), database=""),
+        settings.clickhouse_database,
+        model=load_stage_model(settings.stage_model_path),
     )
 
 
