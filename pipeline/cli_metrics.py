@@ -172,6 +172,10 @@ def summary_table(results: list[RunResult]) -> Table:
     if delays:
         table.add_row("median delay (windows)", f"{delays[len(delays) // 2]:.1f}")
         table.add_row("max delay (windows)", f"{delays[-1]:.1f}")
+    for size in sorted({d.incident.dropoff_multiplier for d in detections}):
+        of = [d for d in detections if d.incident.dropoff_multiplier == size]
+        found = sum(1 for d in of if d.fired is not None)
+        table.add_row(f"detected at drop-off x{size:g}", f"{found}/{len(of)}")
     resolved = sum(1 for d in detections if d.resolved is not None)
     table.add_row("resolved after the incident", str(resolved))
     table.add_row("false alerts", str(false))
