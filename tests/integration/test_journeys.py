@@ -110,8 +110,12 @@ def test_merge_of_a_cookie_journey_into_a_known_customer(
         f"SELECT count() FROM stage_transitions WHERE is_deleted = 1 AND customer_id IN {tuple(absorbed)!r}"
     )
     assert retracted[0][0] >= 1
-    profiles = feed.wait_rows("SELECT customer_id FROM customers FINAL", 1, "profiles")
-    assert profiles == [(rows[0][0],)]
+    # the profile rows are written right after the transitions (another insert): wait for them
+    def one_profile() -> list[Any] | None:
+        found = feed.rows("SELECT customer_id FROM customers FINAL")
+        return found if len(found) == 1 else None
+
+    assert wait_for(one_profile, 30, "the absorbed profile retracted") == [(rows[0][0],)]
 
 
 def test_restart_resumes_journeys_from_the_changelog(
