@@ -119,10 +119,10 @@ class Windows:
         return not final
 
     def count_events(self, counts: dict[int, int]) -> None:
+        """Count received events; a row carries the count when it is next written (at the
+        latest when its window completes and when it is final), not on every batch."""
         for start, n in counts.items():
             self.events[start] += n
-            for key in self.by_start.get(start, ()):
-                self.dirty.add(key)
 
     def advance(self, complete_until: float, final_until: float) -> list[int]:
         """Move the clocks; returns the starts of the windows that became complete."""
@@ -155,16 +155,33 @@ class Windows:
 
     def rows(self, version: int, lag: float) -> tuple[list[StageWindow], int]:
         """Rows for the dirty windows (each with its own version); clears them."""
+        held = self.balances({key[1:] for key in self.dirty})
         rows = []
         for key in sorted(self.dirty):
             version += 1
-            rows.append(self.row(key, version, lag))
+            rows.append(self.row(key, version, lag, held[key[1:]][key[0]]))
         self.dirty.clear()
         return rows, version
 
-    def row(self, key: WKey, version: int, lag: float) -> StageWindow:
+    def balances(self, buckets: set[Bucket]) -> dict[Bucket, dict[int, int]]:
+        """For each bucket, the customers in the stage at the end of every window held."""
+        starts = sorted(self.by_start)
+        out: dict[Bucket, dict[int, int]] = {}
+        for bucket in buckets:
+            total, per = self.carried[bucket], {}
+            for s in starts:
+                agg = self.aggs.get((s, *bucket))
+                if agg is not None:
+                    total += agg.entries - agg.conversions - agg.dropoffs
+                per[s] = total
+            out[bucket] = per
+        return out
+
+    def row(self, key: WKey, version: int, lag: float, in_stage: int | None = None) -> StageWindow:
         start, stage, channel, segment = key
         agg = self.aggs[key]
+        if in_stage is None:
+            in_stage = self.in_stage((stage, channel, segment), start)
         outcomes = agg.conversions + agg.dropoffs
         return StageWindow(
             window_start=utc(start),
@@ -177,7 +194,7 @@ class Windows:
             dropoffs=agg.dropoffs,
             conversion_rate=agg.conversions / outcomes if outcomes else None,
             dropoff_rate=agg.dropoffs / outcomes if outcomes else None,
-            in_stage=self.in_stage((stage, channel, segment), start),
+            in_stage=in_stage,
             median_seconds_to_convert=_quantile(agg.seconds, 0.5),
             p90_seconds_to_convert=_quantile(agg.seconds, 0.9),
             events=self.events.get(start, 0),
