@@ -55,11 +55,14 @@ def _run(stack: Stack, rate: int, seconds: float, figs: Figures, say: Say) -> No
         tag = next(iter(sent)).split("-")[1]
         want = len(sent)
 
-        def rows() -> dict[str, int] | None:
-            got = client.query(ROWS_SQL, parameters={"prefix": f"probe-{tag}-"}).result_rows
-            return dict(got) if len(got) >= want else None
+        written: dict[str, int] = {}
 
-        written = poll_until(rows, 300, "every probe's window row")
+        def rows() -> bool:
+            got = client.query(ROWS_SQL, parameters={"prefix": f"probe-{tag}-"}).result_rows
+            written.update(dict(got))
+            return len(written) >= want
+
+        poll_until(rows, 300, "every probe's window row")
         touched = dict(client.query(TOUCH_SQL, parameters={"ids": list(sent)}).result_rows)
         window = sorted((written[i] - t) / 1000 for i, t in sent.items())
         stored = sorted((touched[i] - t) / 1000 for i, t in sent.items() if i in touched)
