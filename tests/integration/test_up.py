@@ -78,7 +78,7 @@ def test_up_runs_everything_and_ctrl_c_stops_all(tmp_path: Path) -> None:
         print(f"touchpoint up: first events visible {first_seen:.1f}s after start")
     finally:
         up.send_signal(signal.SIGINT)
-        assert up.wait(60) == 0, out.read_text()[-3000:]
+        assert up.wait(120) == 0, out.read_text()[-3000:]  # 60 s was not enough under load
     assert "stopped; no process left running" in out.read_text()
     time.sleep(0.5)
     assert _processes_with(str(data_dir)) == []
