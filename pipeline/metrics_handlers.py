@@ -28,7 +28,7 @@ from pipeline.kafka_config import KafkaConfig
 from pipeline.metrics import StageGauges
 from pipeline.rows import ALERT_COLUMNS, LATE_COLUMNS, STAGE_METRICS_COLUMNS, model_row
 from pipeline.settings import Settings
-from pipeline.stage_metrics import MetricsConfig, MetricsState, step
+from pipeline.stage_metrics import MetricsConfig, MetricsState, live_windows, step
 from pipeline.stage_model import StageModel
 from pipeline.worker_context import Topics, Worker
 from schemas.metrics import ALL, Alert, AlertStatus, MetricInput, MetricsOutput
@@ -200,8 +200,6 @@ def publish(g: StageGauges, runtime: MetricsRuntime, out: MetricsOutput) -> None
 
 def feed(runtime: MetricsRuntime | None) -> dict[str, Any]:
     """The live feed (faust web view ``/stages``): windows held, statuses, recent alerts."""
-    from pipeline.stage_metrics import live_windows
-
     if runtime is None or runtime.state is None:
         return {"owner": False, "windows": [], "statuses": [], "alerts": []}
     last = runtime.last

@@ -143,25 +143,18 @@ class Windows:
     def _newly(self, start: int, until: float) -> bool:
         return self.complete_until < start + self.width <= until
 
-    def in_stage(self, bucket: Bucket, start: int) -> int:
-        """Entries minus outcomes of ``bucket`` up to the end of window ``start``."""
-        total = self.carried[bucket]
-        for s in self.by_start:
-            if s <= start:
-                agg = self.aggs.get((s, *bucket))
-                if agg is not None:
-                    total += agg.entries - agg.conversions - agg.dropoffs
-        return total
-
     def rows(self, version: int, lag: float) -> tuple[list[StageWindow], int]:
         """Rows for the dirty windows (each with its own version); clears them."""
-        held = self.balances({key[1:] for key in self.dirty})
-        rows = []
-        for key in sorted(self.dirty):
-            version += 1
-            rows.append(self.row(key, version, lag, held[key[1:]][key[0]]))
+        rows = self.snapshot(sorted(self.dirty), version, lag)
         self.dirty.clear()
-        return rows, version
+        return rows, version + len(rows)
+
+    def snapshot(self, keys: list[WKey], version: int, lag: float) -> list[StageWindow]:
+        """Rows for ``keys``, versions counting up from ``version + 1``."""
+        held = self.balances({key[1:] for key in keys})
+        return [
+            self.row(key, version + i, lag, held[key[1:]][key[0]]) for i, key in enumerate(keys, 1)
+        ]
 
     def balances(self, buckets: set[Bucket]) -> dict[Bucket, dict[int, int]]:
         """For each bucket, the customers in the stage at the end of every window held."""
@@ -177,11 +170,9 @@ class Windows:
             out[bucket] = per
         return out
 
-    def row(self, key: WKey, version: int, lag: float, in_stage: int | None = None) -> StageWindow:
+    def row(self, key: WKey, version: int, lag: float, in_stage: int) -> StageWindow:
         start, stage, channel, segment = key
         agg = self.aggs[key]
-        if in_stage is None:
-            in_stage = self.in_stage((stage, channel, segment), start)
         outcomes = agg.conversions + agg.dropoffs
         return StageWindow(
             window_start=utc(start),

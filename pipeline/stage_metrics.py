@@ -126,8 +126,8 @@ def step(state: MetricsState, msg: MetricInput, now: datetime) -> MetricsOutput:
 
 def live_windows(state: MetricsState) -> list[StageWindow]:
     """Every window held, as rows (for the live feed), without touching versions."""
-    w = state.windows
-    return [w.row(key, state.version, 0.0) for key in sorted(w.aggs)]
+    rows = state.windows.snapshot(sorted(state.windows.aggs), state.version, 0.0)
+    return [r.model_copy(update={"version": state.version}) for r in rows]
 
 
 def _clock(ts: float) -> datetime | None:
