@@ -53,6 +53,8 @@ def webhook_sender(settings: Settings, worker: Worker) -> WebhookSender | None:
 def metrics_config(settings: Settings, model: StageModel) -> MetricsConfig:
     alerts = AlertConfig(
         span_windows=settings.alert_span_windows,
+        fast_span_windows=settings.alert_fast_span_windows,
+        confirm=settings.alert_confirm,
         baseline_windows=settings.alert_baseline_windows,
         relative_increase=settings.alert_relative_increase,
         zscore=settings.alert_zscore,

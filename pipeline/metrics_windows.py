@@ -22,8 +22,9 @@ Bucket = tuple[str, str, str]
 """(stage, channel, segment)."""
 WKey = tuple[int, str, str, str]
 """(window start in epoch seconds, stage, channel, segment)."""
-Item = tuple[str, int, str, str, str, float | None]
-"""(measure, window start, stage, channel, segment, seconds to convert): one contribution."""
+Item = tuple[str, int, str, str, str, float | None, int | None]
+"""(measure, window start, stage, channel, segment, seconds to convert, start of the entry's
+window): one contribution; the last two only for conversions."""
 
 
 def utc(ts: float) -> datetime:
@@ -47,6 +48,9 @@ class Agg:
     seconds: list[float] = field(default_factory=list)
     """Seconds to convert of the window's conversions, sorted."""
     late: int = 0
+    lags: dict[int, int] = field(default_factory=dict)
+    """Conversions of this window by windows since their entry's window (``segment`` ``all``
+    only): what the drop-off detector expects conversions from."""
 
 
 def _quantile(values: list[float], q: float) -> float | None:
@@ -54,6 +58,14 @@ def _quantile(values: list[float], q: float) -> float | None:
     if not values:
         return None
     return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def _count(counts: dict[int, int], key: int, sign: int) -> None:
+    n = counts.get(key, 0) + sign
+    if n:
+        counts[key] = n
+    else:
+        del counts[key]
 
 
 class Windows:
@@ -94,7 +106,7 @@ class Windows:
     def apply(self, item: Item, sign: int) -> bool:
         """Add (``sign`` 1) or remove (-1) one contribution; False if the window is final
         (then only its ``late_events`` count moves)."""
-        measure, start, stage, channel, segment, seconds = item
+        measure, start, stage, channel, segment, seconds, entered = item
         final = self.is_final(start)
         if final and start + self.width <= self.dropped_until:
             return False  # no longer held: the caller records the late change
@@ -114,6 +126,8 @@ class Windows:
                         insort(agg.seconds, seconds)
                     else:
                         agg.seconds.remove(seconds)
+                if entered is not None and bucket[2] == ALL:
+                    _count(agg.lags, (start - entered) // self.width, sign)
             else:
                 agg.dropoffs += sign
         return not final

@@ -124,13 +124,23 @@ class Settings(BaseSettings):
     metrics_completeness_grace: float = Field(
         120.0, gt=0, description="Event-time seconds after a window's end before it is complete."
     )
-    alert_span_windows: int = Field(5, ge=1, description="1-minute windows per alert evaluation.")
+    alert_span_windows: int = Field(
+        5, ge=1, description="1-minute windows of the long alert span (finds small increases)."
+    )
+    alert_fast_span_windows: int = Field(
+        2, ge=1, description="1-minute windows of the short alert span (finds large ones fast)."
+    )
     alert_baseline_windows: int = Field(60, ge=5, description="Evaluations in the baseline.")
     alert_relative_increase: float = Field(
         0.5, gt=0, description="Least relative drop-off increase that fires (0.5: +50%)."
     )
-    alert_zscore: float = Field(3.0, gt=0, description="Least robust z-score that fires.")
-    alert_min_volume: int = Field(30, ge=1, description="Least entries in the span to judge.")
+    alert_zscore: float = Field(4.0, gt=0, description="Least robust z-score that fires.")
+    alert_min_volume: int = Field(
+        30, ge=1, description="Least expected conversions in a span to judge it."
+    )
+    alert_confirm: int = Field(
+        1, ge=1, description="Consecutive evaluations over the thresholds needed to fire."
+    )
     alert_max_ingest_lag: float = Field(
         60.0, gt=0, description="Seconds of ingest lag above which no alert decision is taken."
     )

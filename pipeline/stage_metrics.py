@@ -207,7 +207,7 @@ def _recompute(state: MetricsState, keys: Iterable[Key], late: list[LateChange])
 def _apply(state: MetricsState, key: Key, item: Item, sign: int, late: list[LateChange]) -> None:
     if state.windows.apply(item, sign):
         return
-    measure, start, stage, channel, segment, _ = item
+    measure, start, stage, channel, segment, *_ = item
     late.append(
         LateChange(
             window_start=utc(start), stage=stage, channel=channel, segment=segment,
@@ -221,16 +221,19 @@ def _items(state: MetricsState, key: Key, e: Entry) -> tuple[Item, ...]:
     customer, _, stage = key
     segment = state.segments.get(customer, UNKNOWN_SEGMENT)
     start_of = state.windows.start_of
-    items: list[Item] = [("entries", start_of(e.at), stage, e.channel, segment, None)]
+    entered = start_of(e.at)
+    items: list[Item] = [("entries", entered, stage, e.channel, segment, None, None)]
     timeout = state.config.timeouts.get(stage)
     converted = _conversion_at(state, key, e)
     if converted is not None and (timeout is None or converted - e.at <= timeout):
         seconds = converted - e.at
-        items.append(("conversions", start_of(converted), stage, e.channel, segment, seconds))
+        items.append(
+            ("conversions", start_of(converted), stage, e.channel, segment, seconds, entered)
+        )
     elif timeout is not None:
         due = e.at + timeout
         if due <= state.windows.complete_until:
-            items.append(("dropoffs", start_of(due), stage, e.channel, segment, None))
+            items.append(("dropoffs", start_of(due), stage, e.channel, segment, None, None))
         else:
             heapq.heappush(state.timers, (due, key))
     return tuple(items)

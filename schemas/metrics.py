@@ -119,12 +119,13 @@ class Alert(Record):
     window_start: AwareDatetime
     """The window whose evaluation fired or resolved the alert."""
     dropoff_rate: float
-    """Over the evaluation span (the last ``span`` windows)."""
+    """Over the evaluation span (the last ``span`` windows): the baseline rate moved by the
+    conversion deficit (see ``docs/metrics.md``)."""
     baseline_rate: float
     relative_increase: float
     zscore: float
     volume: int
-    """Outcomes (conversions + drop-offs) in the evaluation span."""
+    """Conversions expected in the evaluation span (the evidence behind the z-score)."""
     started_at: AwareDatetime
     """The window start of the firing evaluation."""
     evaluated_at: AwareDatetime
