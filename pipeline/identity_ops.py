@@ -8,7 +8,8 @@
    removes the whole cluster from the graph and publishes erasures: from then on the
    workers drop those identifiers on ingest, so a replay does not bring the person back;
 3. the person's rows are deleted from every table holding a customer id at once
-   (:mod:`pipeline.identity_ops_erase`), without waiting for the resolver;
+   (:mod:`pipeline.identity_ops_erase`), without waiting for the resolver (and, at the
+   end, the dead letters whose raw payload names them: :mod:`pipeline.identity_ops_dead_letters`);
 4. once the resolver's erasure is seen, the deletes run again, after the time an event
    needs to go through ingest and the sink, and again while a pass still finds rows:
    events in flight when the erasure was published (stamped by a worker that had not
@@ -27,11 +28,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import ValidationError
 
 from pipeline.chclient import ClickHouseConfig, connect
 from pipeline.errors import TouchpointError, truncate
+from pipeline.identity_ops_dead_letters import TABLE as DEAD_LETTERS
+from pipeline.identity_ops_dead_letters import erase_dead_letters
 from pipeline.identity_ops_erase import EraseCounts, erase_pass
 from pipeline.identity_ops_kafka import (
     ErasureOutcome,
@@ -141,6 +145,19 @@ def settle_seconds(settings: Settings) -> float:
     return settings.batch_max_seconds + settings.sink_max_seconds + 1.5
 
 
+def _erase_dead_letters(
+    settings: Settings, client: Any, nodes: tuple[str, ...], identifier: str
+) -> int:
+    def node_of(kind: str, value: str) -> str | None:
+        try:
+            return identifier_node(settings, f"{kind}:{value}")
+        except TouchpointError:
+            return None  # not a valid identifier: only the raw value can match it
+
+    raw = identifier.partition(":")[2].strip()
+    return erase_dead_letters(client, settings.clickhouse_database, nodes, raw, node_of)
+
+
 def forget_identifier(
     settings: Settings,
     identifier: str,
@@ -178,6 +195,8 @@ def forget_identifier(
         say(f"pass {passes}: {touched} row(s) deleted or stripped")
         if not touched or time.monotonic() > deadline:
             break
+    counts.add({DEAD_LETTERS: _erase_dead_letters(settings, client, nodes, identifier)}, {})
+    say(f"dead letters naming the person: {counts.deleted[DEAD_LETTERS]} deleted")
     return ForgetReport(
         node=node, customer_ids=tuple(sorted(customers)), nodes_erased=outcome.nodes,
         rows_deleted=counts.deleted, rows_scrubbed=counts.scrubbed,

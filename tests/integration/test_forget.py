@@ -47,6 +47,11 @@ ADA_LATER = [
     _ev("a7", 21, phone="+1 415 555 0101"),
     _ev("a8", 22, anonymous_id="cookie-ada", email="ada@example.com"),
 ]
+DEAD = [  # rejected (no such channel): dead letters keep the raw payload
+    {**_ev("d1", 8, phone="+1 (415) 555-0101"), "channel": "fax"},  # Ada's phone, other format
+    {**_ev("d2", 9, email="bob@example.com"), "channel": "fax"},  # Bob's
+]
+ADA_GARBLED = b'{"event_id": "d3", "identifiers": {"email": "ada@example.com"'  # not JSON
 OTHERS_LATER = [_ev("b4", 23, email="bob@example.com"), _ev("c1", 24, email="cy@example.com")]
 
 
@@ -119,6 +124,11 @@ def test_forget_erases_the_person_everywhere_and_for_good(
     wait_for(lambda: client.query("SELECT count() FROM touchpoints").result_rows[0][0], 60, "a1")
     _send(producer, settings.raw_topic, ADA[1:] + BOB, pause=0.4)
     before = wait_for(lambda: _settled(client), 90, "Ada's and Bob's events to settle")
+    _send(producer, settings.raw_topic, DEAD)
+    producer.send(settings.raw_topic, value=ADA_GARBLED)
+    producer.flush()
+    dead = "SELECT event_id, original FROM dead_letters ORDER BY src_offset"
+    wait_for(lambda: len(client.query(dead).result_rows) == 3, 60, "three dead letters")
     ada_ids = _ada_ids(client, settings)
     bob = before["b1"]
     assert bob not in ada_ids and sum(_rows_of(client, ada_ids).values()) > 0
@@ -131,6 +141,10 @@ def test_forget_erases_the_person_everywhere_and_for_good(
     assert result.exit_code == 0, result.output
     assert "resolver erasure: confirmed" in result.output
     assert re.search(r"rows deleted: .*touchpoints=5", result.output), result.output
+    assert re.search(r"rows deleted: .*dead_letters=2", result.output), result.output
+    # Bob's dead letter stays; Ada's (found by her hashed phone, and by the raw email in a
+    # payload too broken to parse) are gone
+    assert [r[0] for r in client.query(dead).result_rows] == ["d2"]
 
     assert _rows_of(client, ada_ids) == dict.fromkeys(_rows_of(client, ada_ids), 0)
     assert set(_current(client)) == {"b1", "b2", "b3"}
