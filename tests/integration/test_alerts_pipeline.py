@@ -57,12 +57,14 @@ def test_an_incident_fires_and_resolves_everywhere(pipeline_settings: Any, start
     # time-compressed (SPEED x): a simulated minute takes half a second, so the identity
     # resolver's second of delay is two simulated minutes; the grace covers it
     start_worker(
-        settings, alert_min_volume=8, alert_zscore=2.0, alert_webhook_url=hook, alert_max_ingest_lag=3600,
+        settings, alert_min_volume=15, alert_zscore=3.0, alert_confirm=2, alert_relative_increase=0.3,
+        alert_webhook_url=hook,
+        alert_max_ingest_lag=3600,
         metrics_completeness_grace=600,
     )  # fmt: skip
     start = datetime.now(UTC) - timedelta(hours=3)
     config = SimulationConfig(
-        seed=5, start=start, duration=timedelta(hours=2, minutes=40), customers=1600,
+        seed=5, start=start, duration=timedelta(hours=2, minutes=40), customers=4000,
         conversion=Conversion(awareness=0.9, consideration=0.8, purchase=0.9),
         incidents=(Incident(stage="purchase", start_minute=80, end_minute=110, dropoff_multiplier=7),),
         late_fraction=0, malformed_fraction=0, duplicate_fraction=0,
@@ -98,11 +100,13 @@ def test_an_incident_fires_and_resolves_everywhere(pipeline_settings: Any, start
 
     messages = read_topic(settings.kafka_bootstrap, settings.topic("alerts"), timeout=10)
     assert {json.loads(m.value)["state"] for m in messages} >= {"firing", "resolved"}
-    wait_for(lambda: len(Hook.received) >= 2, 30, "the webhook calls")
-    statuses = [p["status"] for p in Hook.received]
-    assert statuses[0] == "firing" and "resolved" in statuses
-    assert Hook.received[0]["version"] == "4"
-    assert Hook.received[0]["alerts"][0]["labels"]["stage"] == "purchase"
+    def purchase_calls() -> list[dict[str, Any]] | None:
+        calls = [p for p in Hook.received if p["alerts"][0]["labels"]["stage"] == "purchase"]
+        return calls if {p["status"] for p in calls} >= {"firing", "resolved"} else None
+
+    # the sensitive test thresholds may also fire for other stages: follow purchase's calls
+    calls = wait_for(purchase_calls, 30, "the webhook calls for purchase")
+    assert calls[0]["status"] == "firing" and calls[0]["version"] == "4"
     url = f"http://127.0.0.1:{settings.worker_web_port}/metrics"
     with urllib.request.urlopen(url, timeout=5) as response:
         metrics = response.read().decode()
