@@ -163,8 +163,8 @@ def test_dashboard_structure(name: str) -> None:
 # stage sees event time advance as in a live run and judges each window once its data is in
 # (completeness grace: 10 simulated minutes, about 0.7 s here).
 WORKER = {
-    "metrics_allowed_lateness": 600, "metrics_completeness_grace": 600, "alert_min_volume": 5,
-    "alert_zscore": 1.5, "alert_relative_increase": 0.25, "alert_baseline_windows": 30,
+    "metrics_allowed_lateness": 600, "metrics_completeness_grace": 600, "alert_min_volume": 2,
+    "alert_zscore": 1.2, "alert_relative_increase": 0.25, "alert_baseline_windows": 30,
     "alert_max_ingest_lag": 3600,
 }  # fmt: skip
 SPEEDUP = 900
