@@ -122,7 +122,7 @@ class StageGauges:
     baseline: Gauge
     zscore: Gauge
     relative: Gauge
-    outcomes: Gauge
+    volume: Gauge
     newest_final: Gauge
     ingest_lag: Gauge
     late_events: Counter
@@ -150,7 +150,10 @@ class StageGauges:
             baseline=g("touchpoint_stage_dropoff_baseline", "Baseline drop-off rate."),
             zscore=g("touchpoint_stage_dropoff_zscore", "Robust z-score against the baseline."),
             relative=g("touchpoint_stage_dropoff_relative_increase", "Rate / baseline - 1."),
-            outcomes=g("touchpoint_stage_outcomes", "Entries in the alert span (its volume)."),
+            volume=g(
+                "touchpoint_stage_expected_conversions",
+                "Conversions expected in the alert span (its volume).",
+            ),
             newest_final=Gauge(
                 "touchpoint_metrics_newest_final_window_seconds",
                 "Unix time of the end of the newest final window.", registry=reg,

@@ -186,7 +186,7 @@ def publish(g: StageGauges, runtime: MetricsRuntime, out: MetricsOutput) -> None
         pair = (s.stage, s.channel)
         g.firing.labels(*pair).set(1 if s.firing else 0)
         g.suppressed.labels(*pair).set(1 if s.suppressed in ("ingest_lag", "warming_up") else 0)
-        g.outcomes.labels(*pair).set(s.volume)
+        g.volume.labels(*pair).set(s.volume)
         if s.dropoff_rate is not None:
             g.rate.labels(*pair).set(s.dropoff_rate)
         if s.baseline_rate is not None and s.zscore is not None:
