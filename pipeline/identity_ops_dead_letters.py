@@ -1,10 +1,11 @@
 """The dead letters of a GDPR forget: rejected messages keep the raw payload (it is how a
 producer's bug is diagnosed), and so the raw identifiers of the person being forgotten.
 
-A dead letter is erased when its payload names the person: an identifier in it that,
-normalised and hashed as the validate stage does (``node_of``), is one of the erased nodes,
-or the raw value given to ``forget`` anywhere in the payload or the error values (a payload
-too broken to parse still holds it). Dead letters carry no customer id, so the rows are
+A dead letter is erased when its payload names the person: an erased node itself (with
+hashing on, dead letters are stored pseudonymised: :mod:`pipeline.redact`), an identifier
+that, normalised and hashed as the validate stage does (``node_of``), is one of the erased
+nodes, or the raw value given to ``forget`` anywhere in the payload or the error values (a
+payload too broken to parse, with PII kept in clear). Dead letters carry no customer id, so the rows are
 found by reading them; the ``dead_letters`` table is small by design (a share of a percent
 of the traffic), and only its key columns and payloads are read.
 
@@ -50,6 +51,8 @@ def names_person(
     needle = raw.casefold()
     if needle and (needle in original.casefold() or any(needle in v.casefold() for v in values)):
         return True
+    if any(node in original or any(node in v for v in values) for node in nodes):
+        return True  # pseudonymised (pipeline.redact): the stored node itself
     try:
         payload = json.loads(original)
     except ValueError:

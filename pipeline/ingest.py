@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from pipeline.dedup import RecentIds, dedup
 from pipeline.errors import StageFailure, truncate
+from pipeline.redact import redact_dead_letter
 from pipeline.validate import STAGE, ValidationConfig, dead_letter, validate_message
 from schemas.records import DeadLetter, FieldError, SourceRef, Touchpoint
 
@@ -62,7 +63,7 @@ def ingest_batch(
         if isinstance(out, Touchpoint):
             valid.append(out)
         else:
-            dead.append(out)
+            dead.append(redact_dead_letter(out, cfg))
     result = dedup(valid, window)
     by_partition: dict[int, list[Touchpoint]] = defaultdict(list)
     unknown: Counter[str] = Counter()

@@ -85,6 +85,7 @@ from pipeline.producers.collector_http import (
     too_large_body as too_large_body,
 )
 from pipeline.producers.kafka import DeliveryFailed, TrackedProducer, make_producer
+from pipeline.redact import redact_dead_letter
 from pipeline.settings import Settings
 from schemas.records import DeadLetter, SourceRef
 
@@ -167,8 +168,10 @@ class Collector:
                 src = SourceRef(topic=SRC_TOPIC, partition=0, offset=next(self._offsets))
                 result = check_event(raw, self.cfg.validation, now=now, src=src)
                 if isinstance(result, DeadLetter):
-                    outcome.rejected.append(_rejection(index, result))
-                    value = result.model_dump_json().encode("utf-8")
+                    outcome.rejected.append(_rejection(index, result))  # the sender's own data
+                    redaction = self.cfg.redaction
+                    stored = redact_dead_letter(result, redaction) if redaction else result
+                    value = stored.model_dump_json().encode("utf-8")
                     key = result.event_id.encode("utf-8") if result.event_id else None
                     outcome.futures.append(self.producer.send(self.dlq_topic, value, key))
                 else:

@@ -37,6 +37,9 @@ class CollectorConfig:
     ack_timeout: float = 30.0
     """How long a request waits for Kafka's acknowledgement before answering 503."""
     flush_interval: float = 1.0
+    redaction: ValidationConfig | None = None
+    """The workers' PII hashing, applied to the dead letters the collector stores
+    (:mod:`pipeline.redact`); None: stored as received."""
 
     @property
     def max_event_bytes(self) -> int:
@@ -49,6 +52,11 @@ class CollectorConfig:
             "validation": validation,
             "max_body_bytes": max(DEFAULT_MAX_BODY_BYTES, validation.max_bytes),
             "cors_origins": settings.collector_cors_origins,
+            "redaction": ValidationConfig(
+                hash_key=settings.pii_hash_key.get_secret_value().encode(),
+                hash_pii=settings.pii_mode == "hash",
+                phone_region=settings.default_phone_region,
+            ),
         }
         return cls(**(values | overrides))
 

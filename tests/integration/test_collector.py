@@ -17,6 +17,7 @@ from pipeline.producers.client import local_validation_config
 from pipeline.producers.collector import CollectorConfig, build_collector_app
 from pipeline.producers.kafka import TrackedProducer, make_producer
 from pipeline.settings import Settings
+from pipeline.validate import ValidationConfig
 from pipeline.testing import EmbeddedTansu, create_topics, read_topic, unique_name
 from schemas.records import DeadLetter
 
@@ -63,6 +64,7 @@ CONFIG = CollectorConfig(
     max_body_bytes=16 * 1024,
     cors_origins=(ALLOWED,),
     flush_interval=0.2,
+    redaction=ValidationConfig(hash_key=b"collector-test"),  # the workers' hashing
 )
 
 
@@ -134,7 +136,10 @@ def test_array_with_valid_and_invalid_events(producer, topics, kafka_bootstrap):
     ]
     assert sorted(d.event_id for d in dead) == ["", "c-2", "c-4"]
     by_id = {d.event_id: d for d in dead}
-    assert orjson.loads(by_id["c-2"].original) == bad_email
+    stored = orjson.loads(by_id["c-2"].original)  # kept, its email pseudonymised (hashing on)
+    assert stored["event_id"] == "c-2" and b"not-an-email" not in by_id["c-2"].original
+    assert stored["identifiers"]["email"].startswith("email:")
+    assert {**stored, "identifiers": bad_email["identifiers"]} == bad_email
     assert by_id["c-2"].reason == "invalid_value"
     assert by_id[""].original == b"42"
     assert all(d.src.topic == "collector" and d.src.partition == 0 for d in dead)
@@ -280,5 +285,6 @@ def test_config_from_settings():
     assert cfg.cors_origins == ("https://a.example", "https://b.example")
     assert cfg.max_event_bytes == settings.max_event_bytes
     assert cfg.max_body_bytes >= cfg.max_event_bytes
-    assert cfg.validation.hash_pii is False
+    assert cfg.validation.hash_pii is False  # checks validity; the raw event goes on as sent
+    assert cfg.redaction is not None and cfg.redaction.hash_pii  # its dead letters: hashed
     assert cfg.flush_interval == 2.0
