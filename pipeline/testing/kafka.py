@@ -4,7 +4,7 @@ read-back. Nothing here is used by the pipeline at run time.
 Sections (add new helpers to the matching one, or start a new one):
 
 * ports and names: :func:`free_port`, :func:`unique_name`
-* embedded Kafka (Tansu): :class:`EmbeddedTansu`
+* embedded Kafka (Tansu): :class:`EmbeddedTansu`, :func:`create_scram_user`
 * Kafka topics: :func:`create_topics`, :func:`read_topic`, :func:`read_json`
 
 Tansu notes, checked against Tansu 0.6.0 with kafka-python 3.0.12:
@@ -16,6 +16,23 @@ Tansu notes, checked against Tansu 0.6.0 with kafka-python 3.0.12:
 * ListOffsets "latest" is not the high watermark (it answers one past the *base* offset of
   the last batch), so :func:`read_topic` reads until the topic goes quiet instead of
   trusting ``end_offsets()``.
+
+Tansu 0.6.0 authentication (``--authentication``, :class:`EmbeddedTansu` with
+``authentication=True``), checked with kafka-python 3.0.12 and aiokafka 0.14.0:
+
+* the broker offers SCRAM-SHA-256, SCRAM-SHA-512 and OAUTHBEARER; PLAIN is not offered (the
+  broker closes the connection on a PLAIN handshake instead of answering
+  UNSUPPORTED_SASL_MECHANISM).
+* SCRAM users live in the broker's storage and are created with AlterUserScramCredentials
+  (``tansu user create``, or kafka-python's ``alter_user_scram_credentials``), which itself
+  needs an authenticated connection. With memory storage a broker that requires
+  authentication therefore starts with no user and none can be added: every client is
+  refused. Only persistent storage (S3; the postgres engine is not compiled into this
+  binary) lets users be created before a restart with ``--authentication``.
+* a broker without ``--authentication`` accepts ``tansu user create``, but SASL clients
+  cannot connect to it (kafka-python: "Unable to bootstrap").
+* the ``--cert`` and ``--key`` flags are refused together ("cannot be used with"), and
+  ``--cert`` alone does not make the listener speak TLS (a TLS handshake times out).
 """
 
 from __future__ import annotations
@@ -24,6 +41,7 @@ import atexit
 import contextlib
 import itertools
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -40,13 +58,14 @@ import orjson
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
-from pipeline.broker import tansu_argv, tansu_binary
+from pipeline.broker import broker_reachable, tansu_argv, tansu_binary
 from pipeline.errors import BrokerError
 from pipeline.kafka_config import KafkaConfig
 
 __all__ = [
     "ConsumerRecord",
     "EmbeddedTansu",
+    "create_scram_user",
     "create_topics",
     "free_port",
     "read_json",
@@ -99,6 +118,9 @@ class EmbeddedTansu:
     stopped on exit (SIGTERM, then SIGKILL). On Linux it is also killed if this process dies
     without cleaning up, so no broker outlives its test run. Its output goes to a log file
     (:attr:`log_path`), whose tail is included in any start-up error.
+
+    With ``authentication=True`` the broker requires SASL (Tansu's ``--authentication``);
+    readiness is then a TCP connect, as an unauthenticated metadata request is refused.
     """
 
     def __init__(
@@ -109,6 +131,7 @@ class EmbeddedTansu:
         binary: str | None = None,
         start_timeout: float = 20.0,
         extra_args: Sequence[str] = (),
+        authentication: bool = False,
     ) -> None:
         self.host = host
         self.port = port or 0
@@ -116,6 +139,7 @@ class EmbeddedTansu:
         self._binary = binary
         self._start_timeout = start_timeout
         self._extra_args = tuple(extra_args)
+        self.authentication = authentication
         self._process: subprocess.Popen[bytes] | None = None
         self._log_file: Any = None
         self.log_path: Path | None = None
@@ -200,7 +224,7 @@ class EmbeddedTansu:
         return self._binary or tansu_binary()
 
     def _spawn(self) -> None:
-        argv = tansu_argv(self.host, self.port)
+        argv = tansu_argv(self.host, self.port, authentication=self.authentication)
         command = [self._resolve_binary(), *argv[1:], *self._extra_args]
         fd, name = tempfile.mkstemp(prefix=f"tansu-{self.port}-", suffix=".log")
         self.log_path = Path(name)
@@ -223,6 +247,12 @@ class EmbeddedTansu:
                     f"Tansu exited with code {code} while starting on {self.bootstrap}:\n"
                     + self.log_tail()
                 )
+            if self.authentication:
+                if broker_reachable(self.host, self.port, timeout=0.5):
+                    return
+                last_error = ConnectionRefusedError(f"nothing listens on {self.bootstrap} yet")
+                time.sleep(0.1)
+                continue
             try:
                 admin = KafkaAdminClient(
                     bootstrap_servers=[self.bootstrap],
@@ -241,6 +271,62 @@ class EmbeddedTansu:
         raise BrokerError(
             f"Tansu on {self.bootstrap} did not answer within {self._start_timeout}s "
             f"(last error: {last_error!r}):\n" + self.log_tail()
+        )
+
+
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+
+SCRAM_MECHANISMS = {"SCRAM-SHA-256": "scram256", "SCRAM-SHA-512": "scram512"}
+"""Kafka's SCRAM mechanism names, and the ``tansu user create --mechanism`` value of each."""
+
+
+def create_scram_user(
+    broker: EmbeddedTansu,
+    username: str,
+    password: str,
+    mechanism: str = "SCRAM-SHA-512",
+    *,
+    timeout: float = 20.0,
+) -> None:
+    """Create (or replace) a SCRAM user on ``broker`` with ``tansu user create``.
+
+    Raises :class:`BrokerError` with the command's output if Tansu refuses: Tansu 0.6.0
+    refuses it (NotAuthenticated) on a broker that requires authentication, see the notes
+    at the top of this module.
+    """
+    if mechanism not in SCRAM_MECHANISMS:
+        raise ValueError(
+            f"not a SCRAM mechanism: {mechanism!r} (one of {sorted(SCRAM_MECHANISMS)})"
+        )
+    command = [
+        broker._resolve_binary(),
+        "user",
+        "create",
+        "--broker",
+        f"tcp://{broker.bootstrap}",
+        "--mechanism",
+        SCRAM_MECHANISMS[mechanism],
+        username,
+        password,
+    ]
+    try:
+        result = subprocess.run(
+            command,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise BrokerError(
+            f"tansu user create {username!r} did not finish within {timeout}s"
+        ) from exc
+    if result.returncode != 0:
+        output = (result.stdout + result.stderr).decode("utf-8", errors="replace")
+        output = _ANSI_ESCAPE.sub("", output).strip()
+        raise BrokerError(
+            f"tansu user create {username!r} ({mechanism}) on {broker.bootstrap} failed "
+            f"with code {result.returncode}: {output[-500:]}"
         )
 
 
