@@ -11,6 +11,13 @@ Kafka (a real broker, never a mock):
   creates a topic with a name unique to the call, so tests never share data.
 
 Add fixtures for other areas under their own heading below.
+
+Running in parallel: ``scripts/test`` runs pytest with pytest-xdist (``-n 2 --dist
+loadgroup``). Every test already gets its own topics, consumer group, database and ports, and
+each xdist process starts its own broker and ClickHouse server (session fixtures), so test
+files may run side by side. The long, timing-sensitive end-to-end runs (:data:`HEAVY_RUNS`)
+share one xdist group, so that no two of them compete for the 2 CPUs at once, and are
+scheduled first (the longest work first keeps both processes busy until the end).
 """
 
 from __future__ import annotations
@@ -18,8 +25,8 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,6 +40,33 @@ from pipeline.testing import EmbeddedTansu, create_topics, unique_name  # noqa: 
 BOOTSTRAP_ENV = "TOUCHPOINT_TEST_BOOTSTRAP"
 
 NewTopic = Callable[..., str]
+
+
+# --- parallel runs (pytest-xdist) ----------------------------------------------------------
+
+HEAVY_RUNS = (
+    "tests/faults/test_kill_worker.py",
+    "tests/integration/test_alerts_pipeline.py",
+    "tests/integration/test_painpoint_ranking.py",
+    "tests/integration/test_restart_state.py",
+    "tests/integration/test_scale_identity.py",
+)
+"""Test files whose end-to-end runs take a minute or more of CPU-heavy, time-paced work
+(kill timing, paced production, settle windows): one after another in one xdist process."""
+HEAVY_GROUP = "heavy-pipeline-runs"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    heavy = []
+    for item in items:
+        path = item.path.relative_to(ROOT).as_posix() if item.path.is_relative_to(ROOT) else ""
+        if path in HEAVY_RUNS:
+            item.add_marker(pytest.mark.xdist_group(HEAVY_GROUP))
+            heavy.append(item)
+    if heavy:  # a stable reorder: the heavy group first, everything else in its usual order
+        chosen = {id(item) for item in heavy}
+        items[:] = heavy + [item for item in items if id(item) not in chosen]
 
 
 # --- Kafka ---------------------------------------------------------------------------------
@@ -102,5 +136,8 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., Any]]:
         return process
 
     yield start
+    for process in started:  # SIGTERM them all at once: each takes a second or two to stop
+        if process.alive and process.popen is not None:
+            process.popen.terminate()
     for process in started:
         process.stop()
