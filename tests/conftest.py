@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -101,7 +102,8 @@ def new_topic(kafka_bootstrap: str) -> NewTopic:
 # ``clickhouse_url`` (session): the embedded ClickHouse HTTP server over a fresh chDB dir.
 # ``pipeline_settings`` (function): settings with unique topics, group and database, whose
 # topics exist and database is migrated. ``start_worker`` (function): starts faust worker
-# processes for those settings and stops them after the test.
+# processes for those settings and stops them after the test (SIGTERM at teardown; the
+# wait for them to exit runs in the background and is joined at the end of the session).
 
 
 @pytest.fixture(scope="session")
@@ -122,8 +124,23 @@ def pipeline_settings(kafka_bootstrap: str, clickhouse_url: str, tmp_path: Path)
     return settings
 
 
+@pytest.fixture(scope="session")
+def _stopping_workers(
+    kafka_bootstrap: str, clickhouse_url: str
+) -> Iterator[list[threading.Thread]]:
+    """Threads stopping the workers of finished tests while the next test runs (a faust
+    worker takes a second or two to stop; each test has its own topics, group and database).
+    All are joined at the end of the session, before the broker and ClickHouse stop."""
+    threads: list[threading.Thread] = []
+    yield threads
+    for thread in threads:
+        thread.join()
+
+
 @pytest.fixture
-def start_worker(tmp_path: Path) -> Iterator[Callable[..., Any]]:
+def start_worker(
+    tmp_path: Path, _stopping_workers: list[threading.Thread]
+) -> Iterator[Callable[..., Any]]:
     from pipeline.testing.stack import Process, wait_for, worker_process, worker_ready
 
     started: list[Process] = []
@@ -136,8 +153,14 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., Any]]:
         return process
 
     yield start
-    for process in started:  # SIGTERM them all at once: each takes a second or two to stop
+    for process in started:  # SIGTERM them all at once, then let them finish in the background
         if process.alive and process.popen is not None:
             process.popen.terminate()
-    for process in started:
-        process.stop()
+
+    def stop_all() -> None:
+        for process in started:
+            process.stop()
+
+    thread = threading.Thread(target=stop_all, name="stop-workers", daemon=True)
+    thread.start()
+    _stopping_workers.append(thread)
