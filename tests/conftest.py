@@ -11,15 +11,23 @@ Kafka (a real broker, never a mock):
   creates a topic with a name unique to the call, so tests never share data.
 
 Add fixtures for other areas under their own heading below.
+
+Running in parallel: ``scripts/test`` runs pytest with pytest-xdist (``-n 2 --dist
+loadgroup``). Every test already gets its own topics, consumer group, database and ports, and
+each xdist process starts its own broker and ClickHouse server (session fixtures), so test
+files may run side by side. The long, timing-sensitive end-to-end runs (:data:`HEAVY_RUNS`)
+share one xdist group, so that no two of them compete for the 2 CPUs at once, and are
+scheduled first (the longest work first keeps both processes busy until the end).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,6 +41,33 @@ from pipeline.testing import EmbeddedTansu, create_topics, unique_name  # noqa: 
 BOOTSTRAP_ENV = "TOUCHPOINT_TEST_BOOTSTRAP"
 
 NewTopic = Callable[..., str]
+
+
+# --- parallel runs (pytest-xdist) ----------------------------------------------------------
+
+HEAVY_RUNS = (
+    "tests/faults/test_kill_worker.py",
+    "tests/integration/test_alerts_pipeline.py",
+    "tests/integration/test_painpoint_ranking.py",
+    "tests/integration/test_restart_state.py",
+    "tests/integration/test_scale_identity.py",
+)
+"""Test files whose end-to-end runs take a minute or more of CPU-heavy, time-paced work
+(kill timing, paced production, settle windows): one after another in one xdist process."""
+HEAVY_GROUP = "heavy-pipeline-runs"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    heavy = []
+    for item in items:
+        path = item.path.relative_to(ROOT).as_posix() if item.path.is_relative_to(ROOT) else ""
+        if path in HEAVY_RUNS:
+            item.add_marker(pytest.mark.xdist_group(HEAVY_GROUP))
+            heavy.append(item)
+    if heavy:  # a stable reorder: the heavy group first, everything else in its usual order
+        chosen = {id(item) for item in heavy}
+        items[:] = heavy + [item for item in items if id(item) not in chosen]
 
 
 # --- Kafka ---------------------------------------------------------------------------------
@@ -67,7 +102,8 @@ def new_topic(kafka_bootstrap: str) -> NewTopic:
 # ``clickhouse_url`` (session): the embedded ClickHouse HTTP server over a fresh chDB dir.
 # ``pipeline_settings`` (function): settings with unique topics, group and database, whose
 # topics exist and database is migrated. ``start_worker`` (function): starts faust worker
-# processes for those settings and stops them after the test.
+# processes for those settings and stops them after the test (SIGTERM at teardown; the
+# wait for them to exit runs in the background and is joined at the end of the session).
 
 
 @pytest.fixture(scope="session")
@@ -88,8 +124,23 @@ def pipeline_settings(kafka_bootstrap: str, clickhouse_url: str, tmp_path: Path)
     return settings
 
 
+@pytest.fixture(scope="session")
+def _stopping_workers(
+    kafka_bootstrap: str, clickhouse_url: str
+) -> Iterator[list[threading.Thread]]:
+    """Threads stopping the workers of finished tests while the next test runs (a faust
+    worker takes a second or two to stop; each test has its own topics, group and database).
+    All are joined at the end of the session, before the broker and ClickHouse stop."""
+    threads: list[threading.Thread] = []
+    yield threads
+    for thread in threads:
+        thread.join()
+
+
 @pytest.fixture
-def start_worker(tmp_path: Path) -> Iterator[Callable[..., Any]]:
+def start_worker(
+    tmp_path: Path, _stopping_workers: list[threading.Thread]
+) -> Iterator[Callable[..., Any]]:
     from pipeline.testing.stack import Process, wait_for, worker_process, worker_ready
 
     started: list[Process] = []
@@ -102,5 +153,14 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., Any]]:
         return process
 
     yield start
-    for process in started:
-        process.stop()
+    for process in started:  # SIGTERM them all at once, then let them finish in the background
+        if process.alive and process.popen is not None:
+            process.popen.terminate()
+
+    def stop_all() -> None:
+        for process in started:
+            process.stop()
+
+    thread = threading.Thread(target=stop_all, name="stop-workers", daemon=True)
+    thread.start()
+    _stopping_workers.append(thread)

@@ -220,7 +220,8 @@ def test_cli_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_cli_unreadable_truth(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("pipeline.chclient.connect", lambda cfg: FakeClient())
     args = ["eval", "stitching", "--truth", str(tmp_path / "missing.jsonl")]
-    result = CliRunner().invoke(cli, args)
+    # wide enough that the error never wraps inside the (long, under xdist) tmp path
+    result = CliRunner().invoke(cli, args, env={"COLUMNS": "400"})
     assert result.exit_code == 2 and "missing.jsonl" in result.stderr
 
 
