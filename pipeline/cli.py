@@ -22,6 +22,14 @@ cli = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",
 )
+eval_app = typer.Typer(
+    name="eval",
+    help="Measure the pipeline against a simulation's ground truth.",
+    no_args_is_help=True,
+)
+"""``touchpoint eval``: its commands live in :mod:`pipeline.cli_eval` and
+:mod:`pipeline.cli_metrics` (defined here so that neither imports the other)."""
+cli.add_typer(eval_app, name="eval")
 
 
 def opt(field: str, *flags: str) -> Any:
@@ -159,6 +167,7 @@ def main() -> None:
 
 # Commands defined in other modules register themselves on ``cli`` when imported.
 from pipeline import (  # noqa: E402, F401  # imported for their side effect
+    cli_eval,  # eval stitching
     cli_identity,  # forget, identity squash
     cli_metrics,  # verify metrics, eval alerts
     cli_painpoints,  # painpoints

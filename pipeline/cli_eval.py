@@ -13,17 +13,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.cli import ClickHouseURL, Database, cli, flag, settings_from
+from pipeline.cli import ClickHouseURL, Database, eval_app, flag, settings_from
 from pipeline.errors import TouchpointError
 from pipeline.eval_stitching import VIEWS, StitchingReport, ViewReport
 from pipeline.stitching_eval import StitchingScore
-
-eval_app = typer.Typer(
-    name="eval",
-    help="Measure the pipeline against a simulation's ground truth.",
-    no_args_is_help=True,
-)
-cli.add_typer(eval_app, name="eval")
 
 _SCORES: list[tuple[str, str]] = [
     ("events scored", "items"),

@@ -15,8 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.cli import ClickHouseURL, Database, cli, flag, settings_from
-from pipeline.cli_eval import eval_app
+from pipeline.cli import ClickHouseURL, Database, cli, eval_app, flag, settings_from
 
 if TYPE_CHECKING:
     from pipeline.eval_alerts import RunResult
