@@ -140,6 +140,9 @@ def run_stack(settings: Settings) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     group = ProcessGroup(settings.data_dir / "logs")
     signal.signal(signal.SIGTERM, _on_signal)
+    # Ctrl-C always stops the stack, even when started from a process that ignores SIGINT
+    # (a background job of a script, a pytest-xdist worker): an inherited SIG_IGN would stay
+    signal.signal(signal.SIGINT, _on_signal)
     try:
         start_services(settings, group)
         prepare(settings)
