@@ -54,7 +54,7 @@ def paced(settings: Any, config: SimulationConfig) -> None:
     producer.close()
 
 
-@pytest.mark.timeout(480)  # 160 s of paced producing, then the alert's round trip
+@pytest.mark.timeout(540)  # 190 s of paced producing, then the alert's round trip
 def test_an_incident_fires_and_resolves_everywhere(pipeline_settings: Any, start_worker: Any) -> None:
     settings = pipeline_settings
     server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
@@ -68,9 +68,11 @@ def test_an_incident_fires_and_resolves_everywhere(pipeline_settings: Any, start
         alert_max_ingest_lag=3600,
         metrics_completeness_grace=600,
     )  # fmt: skip
-    start = datetime.now(UTC) - timedelta(hours=3)
+    # the run goes on 80 minutes past the incident: the alert resolves once the customers who
+    # entered during it are older than the detector's lags (up to 30 windows)
+    start = datetime.now(UTC) - timedelta(hours=3, minutes=30)
     config = SimulationConfig(
-        seed=5, start=start, duration=timedelta(hours=2, minutes=40), customers=4000,
+        seed=5, start=start, duration=timedelta(hours=3, minutes=10), customers=4000,
         conversion=Conversion(awareness=0.9, consideration=0.8, purchase=0.9),
         incidents=(Incident(stage="purchase", start_minute=80, end_minute=110, dropoff_multiplier=7),),
         late_fraction=0, malformed_fraction=0, duplicate_fraction=0,
