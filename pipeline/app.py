@@ -6,12 +6,14 @@ arguments.
 
 from __future__ import annotations
 
+from pipeline import failpoints
 from pipeline.faust_app import build_app
 from pipeline.logs import configure_logging
 from pipeline.settings import load_settings
 
 settings = load_settings()
 configure_logging(settings.log_level)
+failpoints.configure(settings.failpoints)
 app = build_app(settings)
 
 __all__ = ["app", "settings"]

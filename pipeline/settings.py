@@ -150,6 +150,11 @@ class Settings(BaseSettings):
     )
     alert_webhook_token: SecretStr | None = Field(None, description="Bearer token of the webhook.")
 
+    failpoints: str = Field(
+        "",
+        description="Fault injection for the fault suite (pipeline/failpoints.py); never in production.",
+    )
+
     # --- embedded stack ---------------------------------------------------------------
     embedded_broker: bool = Field(True, description="touchpoint up starts Tansu if none answers.")
     embedded_clickhouse: bool = Field(True, description="touchpoint up serves chDB over HTTP.")

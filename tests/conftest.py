@@ -46,7 +46,7 @@ NewTopic = Callable[..., str]
 # --- parallel runs (pytest-xdist) ----------------------------------------------------------
 
 HEAVY_RUNS = (
-    "tests/faults/test_kill_worker.py",
+    "tests/faults/test_faults.py",
     "tests/integration/test_alerts_pipeline.py",
     "tests/integration/test_painpoint_ranking.py",
     "tests/integration/test_restart_state.py",
