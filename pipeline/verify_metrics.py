@@ -56,7 +56,8 @@ FROM (
     )
     WHERE m.3
 )
-WHERE t >= {start:DateTime64(3, 'UTC')} AND t < {end:DateTime64(3, 'UTC')}
+WHERE toStartOfMinute(t) >= {start:DateTime64(3, 'UTC')}
+  AND toStartOfMinute(t) < {end:DateTime64(3, 'UTC')}
 GROUP BY w, stage, channel, segment, measure
 """
 _STORED = """
