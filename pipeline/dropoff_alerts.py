@@ -196,14 +196,15 @@ class Detector:
             series.hot = series.hot + 1 if spikes else 0
             if series.hot >= cfg.confirm:
                 top = max(spikes, key=lambda r: r.z)
-                series.firing, series.calm = self._alert("firing", top, start, stage, channel, now), 0
+                series.firing, series.calm = (
+                    self._alert("firing", top, start, stage, channel, now),
+                    0,
+                )
                 return series.firing
             if not spikes:
                 self._normal(series, start, readings)
             return None
-        calm = all(
-            r.relative < cfg.relative_increase / 2 or r.z < cfg.zscore / 2 for r in readings
-        )
+        calm = all(r.relative < cfg.relative_increase / 2 or r.z < cfg.zscore / 2 for r in readings)
         series.calm = series.calm + 1 if calm else 0
         if series.calm < cfg.resolve_after:
             return None

@@ -15,7 +15,7 @@ from pipeline.dedup import RecentIds, dedup
 from pipeline.errors import StageFailure, truncate
 from pipeline.redact import redact_dead_letter
 from pipeline.validate import STAGE, ValidationConfig, dead_letter, validate_message
-from schemas.records import DeadLetter, FieldError, SourceRef, Touchpoint
+from schemas.records import DeadLetter, FieldError, SourceRef, Touchpoint, trusted
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,8 @@ def _safe_validate(
     msg: RawMessage, now: datetime, cfg: ValidationConfig
 ) -> Touchpoint | DeadLetter:
     stamp = datetime.fromtimestamp(msg.timestamp_ms / 1000, UTC) if msg.timestamp_ms else None
-    src = SourceRef(topic=msg.topic, partition=msg.partition, offset=msg.offset, timestamp=stamp)
+    coordinates = {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
+    src = trusted(SourceRef, {**coordinates, "timestamp": stamp})  # Kafka's own values
     raw = msg.value if msg.value is not None else b""
     try:
         return validate_message(raw, src, now, cfg)

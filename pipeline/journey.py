@@ -26,13 +26,13 @@ from datetime import datetime
 from operator import itemgetter
 from typing import TypeVar
 
-from pipeline.journey_build import RECENT_IDS, Decided, Span, resegment, trusted, utc
+from pipeline.journey_build import RECENT_IDS, Decided, Span, resegment, utc
 from pipeline.journey_customer import Customer
 from pipeline.journey_history import History, gate
 from pipeline.journey_rows import changed_rows, diff, journeys_of, keyed_rows, state_rows
 from pipeline.stage_model import StageModel
 from schemas.journey import Journey, JourneyState, PendingEvent, StageTransition
-from schemas.records import Touchpoint
+from schemas.records import Touchpoint, trusted
 
 _V = TypeVar("_V", datetime, tuple[datetime, str])
 _BY_TIME = itemgetter(0, 1)

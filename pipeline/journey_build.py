@@ -13,13 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from hashlib import blake2b
-from typing import Any, TypeVar
-
-from pydantic import BaseModel
 
 from pipeline.journey_history import Gated, History, gate
 from schemas.events import Channel
 from schemas.journey import Journey, PendingEvent, StageEntry
+from schemas.records import trusted
 
 MAX_JOURNEYS = 4
 """Journeys kept per customer; older ones are folded and their late events not placed."""
@@ -36,26 +34,6 @@ Decided = str | PendingEvent | None
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
-_M = TypeVar("_M", bound=BaseModel)
-_set = object.__setattr__
-_FIELDS: dict[type[BaseModel], set[str]] = {}
-
-
-def trusted(cls: type[_M], values: dict[str, Any]) -> _M:
-    """Like ``model_construct`` (no validation) but without its per-field loop: ``values``
-    must hold every field, already valid. The hot path builds its records with it.
-
-    All instances of a class share one fields-set: the models are frozen, and pydantic
-    copies the set before changing it (``model_copy``)."""
-    model = cls.__new__(cls)
-    fields = _FIELDS.get(cls)
-    if fields is None:
-        fields = _FIELDS[cls] = set(cls.model_fields)
-    _set(model, "__dict__", values)
-    _set(model, "__pydantic_fields_set__", fields)
-    _set(model, "__pydantic_extra__", None)
-    _set(model, "__pydantic_private__", None)
-    return model
 
 
 def marks_of(entries: dict[str, StageEntry]) -> Marks:

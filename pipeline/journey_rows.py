@@ -12,11 +12,12 @@ from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from datetime import datetime
 
-from pipeline.journey_build import Mark, Marks, Span, marks_of, trusted
+from pipeline.journey_build import Mark, Marks, Span, marks_of
 from pipeline.journey_customer import Customer
 from pipeline.stage_model import StageModel
 from schemas.events import Channel
 from schemas.journey import Journey, JourneyState, StageEntry, StageTransition
+from schemas.records import trusted
 
 Row = tuple[str | None, datetime, Channel, str, float | None, datetime | None]
 """(from_stage, at, channel, event_id, seconds_in_previous, completed_at)."""

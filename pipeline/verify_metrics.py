@@ -107,7 +107,9 @@ def verify(client: Client, model: StageModel, start: datetime, end: datetime) ->
     timeouts = [t.total_seconds() if t else -1.0 for t in (model.timeouts[s] for s in model.stages)]
     params |= {"stages": list(model.stages), "timeouts": timeouts}
     recomputed: Counts = defaultdict(lambda: dict.fromkeys(MEASURES, 0))
-    for w, stage, channel, segment, measure, n in client.query(_RECOMPUTE, parameters=params).result_rows:
+    for w, stage, channel, segment, measure, n in client.query(
+        _RECOMPUTE, parameters=params
+    ).result_rows:
         recomputed[(w, stage, channel, segment)][measure] = n
     keys = set(stored) | set(recomputed) | set(late)
     report.windows = len(keys)
@@ -129,6 +131,8 @@ def _stored(client: Client, params: dict[str, Any]) -> Counts:
 
 def _late(client: Client, params: dict[str, Any]) -> Counts:
     out: Counts = defaultdict(dict)
-    for w, stage, channel, segment, measure, n in client.query(_LATE, parameters=params).result_rows:
+    for w, stage, channel, segment, measure, n in client.query(
+        _LATE, parameters=params
+    ).result_rows:
         out[(w, stage, channel, segment)][measure] = int(n)
     return out

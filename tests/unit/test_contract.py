@@ -59,6 +59,17 @@ def test_valid_event_is_normalised_to_utc_and_typed() -> None:
     assert tp.src == SRC and tp.schema_version == 1
 
 
+@pytest.mark.parametrize(
+    "data", [event(), event(channel="chat", event_type="unknown_kind", properties={"x": 1}),
+             event(identifiers={"phone": "+1 415 555 0100", "crm_id": "null", "user_id": "u1"})],
+)  # fmt: skip
+def test_touchpoint_built_without_revalidation_equals_a_validated_one(data: Any) -> None:
+    tp = accepted(data)  # built with schemas.records.trusted (no second validation pass)
+    again = Touchpoint.model_validate_json(tp.model_dump_json())
+    assert again == tp and again.model_dump() == tp.model_dump()
+    assert tp.model_fields_set == set(Touchpoint.model_fields)
+
+
 def test_email_is_trimmed_lowercased_then_hashed() -> None:
     tp = accepted(event())
     assert tp.identifiers["email"] == hash_identifier("email", "ada@example.com", b"test-key")
