@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pipeline.stage_model import StageModel
 from schemas.journey import CustomerProfile, Journey, JourneyRow, JourneyState
+from schemas.records import trusted
 
 
 def journey_row(
@@ -19,17 +20,13 @@ def journey_row(
 ) -> JourneyRow:
     stages = tuple(sorted(journey.entries, key=model.rank.__getitem__))
     completed = tuple(sorted(journey.completions, key=model.rank.__getitem__))
-    return JourneyRow(
-        customer_id=customer_id,
-        journey_id=journey.journey_id,
-        started_at=journey.started_at,
-        last_seen=journey.last_seen,
-        current_stage=journey.current_stage,
-        stages=stages,
-        completed=completed,
-        version=version,
-        is_deleted=deleted,
-    )
+    values = {
+        "customer_id": customer_id, "journey_id": journey.journey_id,
+        "started_at": journey.started_at, "last_seen": journey.last_seen,
+        "current_stage": journey.current_stage, "stages": stages, "completed": completed,
+        "version": version, "is_deleted": deleted,
+    }  # fmt: skip
+    return trusted(JourneyRow, values)  # from a state's own (valid) values
 
 
 def journey_rows(

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from pipeline.journey import JourneyStep, advance, merge
 from pipeline.journey_build import MAX_JOURNEYS, MAX_PENDING, RECENT_IDS
+from pipeline.journey_profile import journey_rows
 from pipeline.stage_model import Rule, StageModel, load_stage_model
 from schemas.events import Channel
 from schemas.journey import JourneyState, StageTransition
@@ -191,6 +192,7 @@ def test_state_round_trips_through_json() -> None:
     assert state.model_dump_json() == dumped  # advancing never changes the input state
     # records built without validation (trusted) equal validated ones
     built = [rows[0], state.current.entries["purchase"], state.current.pending[0], state]
+    built += journey_rows(None, state, MODEL)
     for record in built:
         assert type(record).model_validate(record.model_dump()) == record
     assert rows[0].model_copy(update={"version": 9}).version == 9 and rows[0].version == 1
