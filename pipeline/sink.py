@@ -81,10 +81,10 @@ class ClickHouseSink:
         if self._client is None:
             self._client = self._factory()
         client = self._client
-        failpoints.hit(  # fault suite: die with this very insert half sent
+        self._failpoint(  # die with this very insert half sent
             "sink.during_insert",
-            self.table,
-            prelude=lambda: half_sent_insert(client, self.table, self.columns, rows, token),
+            token,
+            lambda: half_sent_insert(client, self.table, self.columns, rows, token),
         )
         client.insert(
             self.table,
@@ -99,7 +99,7 @@ class ClickHouseSink:
             return
         for delay in self.retry.delays():
             started = time.perf_counter()
-            failpoints.hit("sink.before_insert", self.table)
+            self._failpoint("sink.before_insert", token)
             try:
                 await asyncio.to_thread(self._insert, rows, token)
             except Exception as exc:  # any failure: retry; giving up would lose the batch
@@ -107,8 +107,19 @@ class ClickHouseSink:
                 await asyncio.sleep(delay)
                 continue
             self._on_success(len(rows), time.perf_counter() - started)
-            failpoints.hit("sink.after_insert", self.table)  # stored, not yet acked
+            self._failpoint("sink.after_insert", token)  # stored, not yet acked
             return
+
+    def _failpoint(self, name: str, token: str, then: Callable[[], None] | None = None) -> None:
+        """The fault suite's failpoint ``name`` keyed by table; when it fires, the batch's
+        token is logged first (the suite reads which offsets the crash hit) and ``then`` run."""
+
+        def announce() -> None:
+            log.warning("sink %s: failpoint %s at batch %s", self.table, name, token)
+            if then is not None:
+                then()
+
+        failpoints.hit(name, self.table, prelude=announce)
 
     def _on_success(self, count: int, seconds: float) -> None:
         m = self.metrics
