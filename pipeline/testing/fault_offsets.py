@@ -34,7 +34,7 @@ def committed_offsets(settings: Settings, group: str, topic: str) -> Offsets:
         **KafkaConfig.from_settings(settings).kafka_python(), client_id="fault-offsets"
     )
     try:
-        got = admin.list_consumer_group_offsets(group)
+        got = admin.list_group_offsets({group: None}).get(group, {})
     finally:
         admin.close()
     return {
