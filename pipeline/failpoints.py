@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pipeline.errors import TouchpointError
@@ -75,8 +76,11 @@ def configure(spec: str) -> None:
         log.warning("failpoint armed: %s=%s (fault injection; never in production)", name, armed)
 
 
-def hit(name: str, key: str = "") -> None:
-    """Mark the failpoint ``name``; does nothing unless it is armed and matches ``key``."""
+def hit(name: str, key: str = "", prelude: Callable[[], None] | None = None) -> None:
+    """Mark the failpoint ``name``; does nothing unless it is armed and matches ``key``.
+
+    ``prelude`` runs only when the failpoint fires, just before its action: it sets up the
+    moment to fail in (e.g. half an insert already sent), so ``exit`` dies right in it."""
     if not _ARMED:
         return
     armed = _ARMED.get(name)
@@ -86,6 +90,8 @@ def hit(name: str, key: str = "") -> None:
     if armed.nth is not None and armed.hits != armed.nth:
         return
     log.warning("failpoint %s fires (%s, key %r)", name, armed.action, key)
+    if prelude is not None:
+        prelude()
     if armed.action == "exit":
         logging.shutdown()
         os._exit(137)

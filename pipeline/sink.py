@@ -19,8 +19,10 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError as DriverError
 
+from pipeline import failpoints
 from pipeline.chclient import error_code, translate
 from pipeline.metrics import PipelineMetrics
+from pipeline.sink_interrupt import half_sent_insert
 
 log = logging.getLogger("touchpoint.sink")
 
@@ -78,7 +80,13 @@ class ClickHouseSink:
     def _insert(self, rows: list[list[Any]], token: str) -> None:
         if self._client is None:
             self._client = self._factory()
-        self._client.insert(
+        client = self._client
+        self._failpoint(  # die with this very insert half sent
+            "sink.during_insert",
+            token,
+            lambda: half_sent_insert(client, self.table, self.columns, rows, token),
+        )
+        client.insert(
             self.table,
             rows,
             column_names=self.columns,
@@ -91,6 +99,7 @@ class ClickHouseSink:
             return
         for delay in self.retry.delays():
             started = time.perf_counter()
+            self._failpoint("sink.before_insert", token)
             try:
                 await asyncio.to_thread(self._insert, rows, token)
             except Exception as exc:  # any failure: retry; giving up would lose the batch
@@ -98,7 +107,19 @@ class ClickHouseSink:
                 await asyncio.sleep(delay)
                 continue
             self._on_success(len(rows), time.perf_counter() - started)
+            self._failpoint("sink.after_insert", token)  # stored, not yet acked
             return
+
+    def _failpoint(self, name: str, token: str, then: Callable[[], None] | None = None) -> None:
+        """The fault suite's failpoint ``name`` keyed by table; when it fires, the batch's
+        token is logged first (the suite reads which offsets the crash hit) and ``then`` run."""
+
+        def announce() -> None:
+            log.warning("sink %s: failpoint %s at batch %s", self.table, name, token)
+            if then is not None:
+                then()
+
+        failpoints.hit(name, self.table, prelude=announce)
 
     def _on_success(self, count: int, seconds: float) -> None:
         m = self.metrics

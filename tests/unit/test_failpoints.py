@@ -45,3 +45,16 @@ def test_bad_specs_name_the_part(spec: str) -> None:
 def test_sleep_parses_seconds() -> None:
     armed = failpoints.parse("a=sleep:0.5~t@2")["a"]
     assert (armed.action, armed.argument, armed.match, armed.nth) == ("sleep", 0.5, "t", 2)
+
+
+def test_prelude_runs_only_when_the_failpoint_fires() -> None:
+    ran: list[str] = []
+    failpoints.configure("x=raise@2")
+    try:
+        failpoints.hit("x", prelude=lambda: ran.append("first"))
+        assert ran == []
+        with pytest.raises(FailpointError):
+            failpoints.hit("x", prelude=lambda: ran.append("second"))
+        assert ran == ["second"]
+    finally:
+        failpoints.configure("")
