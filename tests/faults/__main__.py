@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
+import shutil
 import time
 import traceback
 from pathlib import Path
@@ -39,6 +39,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         default=Path("test-output/faults.json"),
         help="JSON results (test-output/faults.json)",
     )
+    p.add_argument(
+        "--work-dir",
+        type=Path,
+        default=Path("test-output/faults"),
+        help="each fault's data and worker logs, emptied per fault (test-output/faults)",
+    )
     return p.parse_args(argv)  # fmt: skip
 
 
@@ -64,22 +70,29 @@ def table(results: list[tuple[int, FaultResult]], scale: str) -> Table:
     return t
 
 
+def save(path: Path, results: list[tuple[int, FaultResult]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [
+        {"number": n, "fault": r.fault, "ok": r.ok, "figures": r.figures, "problems": r.problems}
+        for n, r in results
+    ]
+    path.write_text(json.dumps(rows, indent=2))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     chosen = [f for f in all_faults() if not args.only or f.name in args.only]
     results: list[tuple[int, FaultResult]] = []
-    with tempfile.TemporaryDirectory(prefix="touchpoint-faults-") as tmp:
-        for fault in chosen:
-            console.log(f"fault {fault.number} {fault.name}: {fault.description}")
-            result = run_one(fault.run, fault.name, args.scale, Path(tmp))
-            console.log(result.summary())
-            results.append((fault.number, result))
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(
-                [{"number": n, "fault": r.fault, "ok": r.ok, "figures": r.figures,
-                  "problems": r.problems} for n, r in results], indent=2))  # fmt: skip
+    work = args.work_dir.resolve()  # kept after the run: the workers' logs explain a failure
+    for fault in chosen:
+        shutil.rmtree(work / fault.name, ignore_errors=True)
+        console.log(f"fault {fault.number} {fault.name}: {fault.description}")
+        result = run_one(fault.run, fault.name, args.scale, work)
+        console.log(result.summary())
+        results.append((fault.number, result))
+        save(args.out, results)
     Console().print(table(results, args.scale))
-    console.log(f"saved {args.out}")
+    console.log(f"saved {args.out}; logs under {work}")
     return 0 if all(r.ok for _, r in results) else 1
 
 

@@ -142,6 +142,12 @@ def _raw_ahead(client: Client, settings: Settings, committed: Offsets, down_at: 
     return sum(max(0, o - stored.get(p, 0)) for p, o in committed.items())
 
 
+def _committed_once(settings: Settings) -> bool:
+    """Both sinks (touchpoints on the journeyed topic, dead letters) have committed once."""
+    group, topics = settings.app_id, (settings.topic("journeyed"), settings.dlq_topic)
+    return all(committed_offsets(settings, group, topic) for topic in topics)
+
+
 def _outage(env: FaultEnv, size: Size, samples: Samples, port: int) -> tuple[datetime, float]:
     """Stop ClickHouse for ``outage_seconds``, sampling; returns (stop time, seconds down)."""
     assert env.clickhouse is not None, "fault 3 needs its own ClickHouse (needs_own_services)"
@@ -168,6 +174,7 @@ def run(env: FaultEnv, scale: Scale) -> FaultResult:
     producer = SteadyProducer(settings, events, size.produce_seconds)
     producer.start()
     time.sleep(size.outage_at)
+    wait_for(lambda: _committed_once(settings), 120, "the sinks' first commits")  # else: no check
     down_at, down_for = _outage(env, size, samples, port)
     client = clickhouse(settings)
     drain = wait_drained(client, events, size.drain_timeout, lambda: samples.take(port, False))
