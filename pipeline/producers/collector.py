@@ -218,10 +218,14 @@ class Collector:
 
     async def healthz(self, request: web.Request) -> web.Response:
         stats = self.producer.delivery_stats()
+        lost = stats.offsets_went_back  # sticky: acknowledged records are gone
         return _json(
-            200,
+            503 if lost else 200,
             {
-                "status": "ok",
+                "status": "failing" if lost else "ok",
+                "problems": [f"broker lost data (restarted?): offsets went back {lost} time(s)"]
+                if lost
+                else [],
                 "raw_topic": self.raw_topic,
                 "dlq_topic": self.dlq_topic,
                 "idempotent": self.producer.idempotent,

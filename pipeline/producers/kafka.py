@@ -59,6 +59,9 @@ class DeliveryStats:
     """Records the broker never acknowledged (reported or not)."""
     unreported: int
     """Failures not yet raised by ``flush()`` / ``close()``."""
+    offsets_went_back: int = 0
+    """Partitions whose acknowledged offsets went backwards: the broker lost records it had
+    acknowledged (a broker without persistent storage restarted)."""
 
 
 class DeliveryFailed(BrokerError):
@@ -72,12 +75,26 @@ class DeliveryFailed(BrokerError):
         super().__init__(f"{failed} record(s) were not delivered to Kafka{more}: {detail}")
 
 
+class BrokerLostData(BrokerError):
+    """The broker acknowledged offsets lower than it had before on some partitions: records
+    it had acknowledged are gone (a broker without persistent storage restarted)."""
+
+    def __init__(self, samples: tuple[str, ...]) -> None:
+        self.samples = samples
+        super().__init__(
+            "the broker lost records it had acknowledged (restarted without its data?): "
+            "offsets went back on " + "; ".join(samples)
+        )
+
+
 class TrackedProducer(KafkaProducer):  # type: ignore[misc]  # kafka-python ships no type hints
     """A ``KafkaProducer`` that counts delivery failures and raises them at flush/close.
 
     ``send()`` behaves as kafka-python's (asynchronous, returns the record future); each
     failure is logged, counted, and raised once as :class:`DeliveryFailed` by the next
-    ``flush()`` or ``close()``, so a caller that flushes cannot miss it.
+    ``flush()`` or ``close()``, so a caller that flushes cannot miss it. An acknowledged
+    offset lower than the last one of its partition means the broker lost data: it is
+    logged at once and raised as :class:`BrokerLostData` the same way.
     """
 
     idempotent: bool = False
@@ -88,6 +105,9 @@ class TrackedProducer(KafkaProducer):  # type: ignore[misc]  # kafka-python ship
         self._failed = 0
         self._unreported = 0
         self._samples: list[str] = []
+        self._acked: dict[tuple[str, int], int] = {}  # written by the I/O thread only
+        self._went_back = 0
+        self._lost_samples: list[str] = []
         self._closing = False
         self._close_timed_out: BaseException | None = None
         super().__init__(**configs)
@@ -113,7 +133,21 @@ class TrackedProducer(KafkaProducer):  # type: ignore[misc]  # kafka-python ship
         with self._track_lock:
             self._sent += 1
         future.add_errback(self._on_delivery_error, topic)
+        future.add_callback(self._on_ack, topic)
         return future
+
+    def _on_ack(self, topic: str, metadata: Any) -> None:
+        offset, tp = metadata.offset, (topic, metadata.partition)
+        last = self._acked.get(tp, -1)
+        if offset >= 0:
+            self._acked[tp] = offset
+        if 0 <= offset < last:  # a broker keeps its offsets: these records are gone
+            sample = f"{topic}[{metadata.partition}] from {last} to {offset}"
+            with self._track_lock:
+                self._went_back += 1
+                if len(self._lost_samples) < MAX_ERROR_SAMPLES:
+                    self._lost_samples.append(sample)
+            log.error("broker lost data (restarted?): acknowledged offsets of %s went back", sample)
 
     def _on_delivery_error(self, topic: str, exc: BaseException) -> None:
         with self._track_lock:
@@ -127,14 +161,22 @@ class TrackedProducer(KafkaProducer):  # type: ignore[misc]  # kafka-python ship
 
     def delivery_stats(self) -> DeliveryStats:
         with self._track_lock:
-            return DeliveryStats(sent=self._sent, failed=self._failed, unreported=self._unreported)
+            return DeliveryStats(
+                sent=self._sent, failed=self._failed, unreported=self._unreported,
+                offsets_went_back=self._went_back,
+            )  # fmt: skip
 
     def raise_delivery_errors(self) -> None:
-        """Raise :class:`DeliveryFailed` for failures not reported yet (then reset them)."""
+        """Raise :class:`BrokerLostData`, then :class:`DeliveryFailed`, for what was not
+        reported yet (then reset it)."""
         with self._track_lock:
             failed, samples = self._unreported, tuple(self._samples)
-            self._unreported = 0
-            self._samples = []
+            lost, self._lost_samples = tuple(self._lost_samples), []
+            if not lost:
+                self._unreported = 0
+                self._samples = []
+        if lost:
+            raise BrokerLostData(lost)
         if failed:
             raise DeliveryFailed(failed, samples)
 

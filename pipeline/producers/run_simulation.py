@@ -20,6 +20,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from pipeline.producers.kafka import TrackedProducer
 from pipeline.producers.simulator import SimEvent
 
+CHECK_EVERY = 1.0
+"""Seconds between checks of the producer's delivery errors during a run."""
+
 
 @dataclass
 class SimulationRun:
@@ -82,7 +85,11 @@ def run(
     columns = (TextColumn("simulate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, disable=quiet) as progress:
         task = progress.add_task("simulate", total=total)
+        next_check = started + CHECK_EVERY
         for index, event in enumerate(events):
+            if time.monotonic() >= next_check:  # a failure or lost data stops the run now
+                producer.raise_delivery_errors()
+                next_check = time.monotonic() + CHECK_EVERY
             if pacer.skip(event):
                 result.warmup += 1
                 continue

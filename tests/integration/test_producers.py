@@ -20,7 +20,12 @@ from pipeline.cli import cli
 from pipeline.errors import BrokerError, InvalidEvent
 from pipeline.kafka_config import KafkaConfig
 from pipeline.producers.client import TouchpointProducer
-from pipeline.producers.kafka import DeliveryFailed, make_producer, strongest_key
+from pipeline.producers.kafka import (
+    BrokerLostData,
+    DeliveryFailed,
+    make_producer,
+    strongest_key,
+)
 from pipeline.producers.produce_file import produce_file
 from pipeline.testing import EmbeddedTansu, create_topics, free_port, read_topic, unique_name
 from schemas.events import WebEvent
@@ -105,6 +110,53 @@ def test_delivery_failures_are_raised_at_flush():
         assert producer.delivery_stats().failed == 3
         producer.flush(1)  # reported once: the next flush does not raise again
         producer.close(timeout=1)
+
+
+def test_a_broker_that_comes_back_empty_is_reported_as_lost_data():
+    """The memory-only broker restarts and accepts writes again from offset 0. Without
+    idempotence nothing else fails, so the producer must notice that acknowledged offsets
+    went back (logged, raised at the next flush)."""
+    first = EmbeddedTansu().start()
+    port, topic = first.port, unique_name("restart")
+    producer = make_producer(
+        first.kafka_config, client_id="test-restart", idempotence=False,
+        reconnect_backoff_max_ms=200,
+    )  # fmt: skip
+    try:
+        for i in range(5):
+            producer.send(topic, f"before-{i}".encode(), partition=0)
+        producer.flush(10)
+        first.stop()
+        with EmbeddedTansu(port=port):
+            producer.send(topic, b"after", partition=0)
+            with pytest.raises(BrokerLostData) as lost:
+                producer.flush(60)
+            assert f"{topic}[0] from 4 to 0" in str(lost.value)
+            assert producer.delivery_stats().offsets_went_back == 1
+            producer.flush(10)  # reported once
+    finally:
+        first.stop()
+        producer.close(timeout=5)
+
+
+def test_an_idempotent_producer_fails_every_send_after_the_broker_restarts():
+    """With idempotence (the default) the new broker does not know the producer id: every
+    send fails from then on (kafka-python: UnknownProducerId, then a fatal InitProducerId
+    error) and is raised at the next flush."""
+    first = EmbeddedTansu().start()
+    port, topic = first.port, unique_name("restart")
+    producer = make_producer(first.kafka_config, client_id="test-restart-idem")
+    try:
+        producer.send(topic, b"before", partition=0)
+        producer.flush(10)
+        first.stop()
+        with EmbeddedTansu(port=port):
+            producer.send(topic, b"after", partition=0)
+            with pytest.raises(DeliveryFailed):
+                producer.flush(60)
+    finally:
+        first.stop()
+        producer.close(timeout=5)
 
 
 def test_close_reports_records_still_in_flight():

@@ -1,0 +1,143 @@
+"""Fault 10: the broker restarts and comes back empty.
+
+The embedded broker (Tansu, memory storage) keeps everything in memory: a restart loses
+every topic, record, committed offset and group. Zero loss is impossible by design, so the
+oracle is different: the failure must be reported loudly and fast, and the pipeline must
+neither stall in silence nor crash-loop.
+
+Run: workers process a first batch of events (checked by the usual oracle: ClickHouse keeps
+them), a ``touchpoint simulate`` process keeps producing, then the broker is stopped and a
+new one started on the same port. Measured: seconds until each worker's ``/healthz`` answers
+503 and its ``touchpoint_worker_healthy`` gauge reads 0, and until the simulate CLI exits
+non-zero naming the lost data (all required within 30 s). Then what the workers do on the
+empty broker (they exit, fail-stop, or stay up and red: figures), and recovery the way an
+operator does it: ``create-topics`` again, restart the workers, produce a second batch, which
+must be delivered exactly once (lost 0, duplicates 0 after FINAL, metrics equal).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from pipeline.broker import create_topics, topic_specs
+from pipeline.kafka_config import KafkaConfig
+from pipeline.producers.sim_models import SimEvent
+from pipeline.producers.simulator import SimulationConfig, simulate
+from pipeline.settings import Settings
+from pipeline.testing.faults import (
+    FaultEnv,
+    FaultResult,
+    Figure,
+    SteadyProducer,
+    check_delivery,
+    check_metrics,
+    clickhouse,
+    wait_drained,
+)
+from pipeline.testing.health import RedWatch, simulate_cli
+from pipeline.testing.kafka import EmbeddedTansu, free_port
+from pipeline.testing.stack import Process
+from tests.faults.suite import Fault, Scale
+
+REPORT_WITHIN = 30.0
+
+
+@dataclass(frozen=True)
+class Size:
+    customers: int
+    events: int
+    partitions: int
+    workers: int
+    produce_seconds: float
+    settle: float
+    """Seconds the workers are left on the empty broker before the operator steps in."""
+
+
+SIZES = {
+    "short": Size(300, 2000, 2, 1, 4.0, 10.0),
+    "long": Size(3000, 20_000, 4, 2, 20.0, 90.0),
+}
+
+
+def batch(size: Size, seed: int, hours_ago: float) -> list[SimEvent]:
+    config = SimulationConfig(
+        seed=seed, start=datetime.now(UTC) - timedelta(hours=hours_ago),
+        customers=size.customers, max_events=size.events, malformed_fraction=0.01,
+        duplicate_fraction=0.02,
+    )  # fmt: skip
+    return list(simulate(config))
+
+
+def produce(settings: Settings, events: list[SimEvent], seconds: float) -> None:
+    producer = SteadyProducer(settings, events, seconds)
+    producer.start()
+    producer.finish(seconds + 120)
+
+
+def restart_broker(env: FaultEnv) -> float:
+    """Stop the broker and start an empty one on the same port; seconds it was away."""
+    if env.broker is None:
+        raise AssertionError("fault 10 needs its own broker (needs_own_services=True)")
+    started, port = time.monotonic(), env.broker.port
+    env.broker.stop()
+    env.broker = EmbeddedTansu(port=port).start()
+    return time.monotonic() - started
+
+
+def start_workers(env: FaultEnv, settings: Settings, first: int, count: int) -> list[Process]:
+    return [
+        env.start_worker(settings, first + i, worker_web_port=free_port()) for i in range(count)
+    ]
+
+
+def run(env: FaultEnv, scale: Scale) -> FaultResult:
+    size = SIZES[scale]
+    settings = env.settings(partitions=size.partitions)
+    before = batch(size, seed=10, hours_ago=3)
+    workers = start_workers(env, settings, 0, size.workers)
+    produce(settings, before, size.produce_seconds)
+    client = clickhouse(settings)
+    wait_drained(client, before, 120)
+    problems = [f"before the restart: {p}" for p in check_delivery(client, before).problems()]
+    cli = simulate_cli(settings, settings.data_dir / "simulate.log")
+    time.sleep(3.0)  # the CLI has had acknowledgements from the first broker
+    t0 = time.monotonic()
+    away = restart_broker(env)
+    watch = RedWatch(workers, cli, t0)
+    watch.run(REPORT_WITHIN + 10)
+    figures: dict[str, Figure] = {
+        "events before restart": len(before),
+        "broker away (s)": round(away, 1),
+    }
+    figures |= watch.figures()
+    problems += watch.problems(REPORT_WITHIN)
+    create_topics(KafkaConfig.from_settings(settings), topic_specs(settings))  # the operator
+    figures |= watch.settle(size.settle)
+    for worker in workers:
+        worker.stop()
+    cli.stop()
+    after = batch(size, seed=11, hours_ago=2)
+    fresh = start_workers(env, settings, size.workers, size.workers)
+    produce(settings, after, size.produce_seconds)
+    try:
+        drain = wait_drained(client, before + after, 180)
+    except AssertionError as exc:  # recovery failed: keep the figures, say where it stuck
+        tails = " | ".join(w.log_tail(400).replace("\n", " ") for w in fresh)
+        return FaultResult("broker-restart", figures, [*problems, f"recovery: {exc}; {tails}"])
+    delivery = check_delivery(client, before + after)
+    figures |= {f"after recovery: {k}": v for k, v in delivery.figures().items()}
+    figures["after recovery: drain (s)"] = round(drain, 1)
+    figures["after recovery: healthz"] = ", ".join(watch.status(w)[0] for w in fresh)
+    problems += delivery.problems() + check_metrics(client, settings, before + after)
+    return FaultResult("broker-restart", figures, problems)
+
+
+FAULT = Fault(
+    10,
+    "broker-restart",
+    "the in-memory broker restarts empty: red within 30 s, no silent stall, recovery",
+    run,
+    needs_own_services=True,
+)
