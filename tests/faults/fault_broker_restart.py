@@ -12,7 +12,8 @@ new one started on the same port. Measured: seconds until each worker's ``/healt
 non-zero naming the lost data (all required within 30 s). Then what the workers do on the
 empty broker (they exit, fail-stop, or stay up and red: figures), and recovery the way an
 operator does it: ``create-topics`` again, restart the workers, produce a second batch, which
-must be delivered exactly once (lost 0, duplicates 0 after FINAL, metrics equal).
+must be delivered exactly once (lost 0, duplicates 0 after FINAL); the metric windows
+after recovery are reported, not judged: the workers' state went with the broker.
 """
 
 from __future__ import annotations
@@ -130,7 +131,14 @@ def run(env: FaultEnv, scale: Scale) -> FaultResult:
     figures |= {f"after recovery: {k}": v for k, v in delivery.figures().items()}
     figures["after recovery: drain (s)"] = round(drain, 1)
     figures["after recovery: healthz"] = ", ".join(watch.status(w)[0] for w in fresh)
-    problems += delivery.problems() + check_metrics(client, settings, before + after)
+    # the workers' state (journeys, metric windows) went with the broker's memory: the
+    # windows after recovery are counted from scratch, so they need not equal a recomputation
+    # over both batches; reported, not judged (a durable broker keeps them equal: fault 1)
+    mismatched = check_metrics(client, settings, before + after)
+    figures["after recovery: metric windows unlike recomputation (state lost)"] = (
+        mismatched[-1] if len(mismatched) > 5 else len(mismatched)
+    )
+    problems += delivery.problems()
     return FaultResult("broker-restart", figures, problems)
 
 
