@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import ConsumerRecord
 
 from pipeline.ingest import RawMessage
@@ -95,9 +96,28 @@ class RawConsumer:
     ) -> None:
         messages = [_message(r) for records in batch.values() for r in records]
         await handle(messages)
-        await consumer.commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
+        await self._commit(consumer, {tp: rs[-1].offset + 1 for tp, rs in batch.items()})
+        owned = consumer.assignment()  # a rebalance during the batch may have moved some
         for tp, records in batch.items():
+            if tp not in owned:
+                continue
             high = consumer.highwater(tp)
             if high is not None:
                 lag = max(0, high - records[-1].offset - 1)
                 self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+
+    async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+        """Commit what this consumer still owns. A partition revoked while its batch was being
+        handled is not committed here: its new owner replays the batch from the last commit
+        (at-least-once; the event_id dedup and ReplacingMergeTree absorb the repeat)."""
+        owned = consumer.assignment()
+        mine = {tp: offset for tp, offset in offsets.items() if tp in owned}
+        if len(mine) < len(offsets):
+            log.warning("rebalanced during a batch: %d partitions left uncommitted (replayed by "
+                        "their new owner)", len(offsets) - len(mine))  # fmt: skip
+        if not mine:
+            return
+        try:
+            await consumer.commit(mine)
+        except (CommitFailedError, IllegalStateError) as exc:  # the group moved on meanwhile
+            log.warning("commit refused after a rebalance (%s): the batch is replayed", exc)
