@@ -97,8 +97,9 @@ def dead_letters_by(client: Client, where: str = "1") -> dict[tuple[str, str], i
 
 @dataclass
 class CrashWatch:
-    """A worker's process id at start; at the end, whether it is the same process, still
-    alive, and how many tracebacks and restarts its log shows."""
+    """A worker's process id at start; at the end, whether the same process is still alive
+    (a crash would end it: nothing restarts a worker here) and how many tracebacks its log
+    shows. ("Worker ready" is no restart count: faust logs it again after each rebalance.)"""
 
     process: Process
     pid: int = 0
@@ -109,11 +110,7 @@ class CrashWatch:
 
     def crashes(self) -> int:
         popen = self.process.popen
-        same = popen is not None and popen.pid == self.pid and self.process.alive
-        return (0 if same else 1) + self.restarts()
-
-    def restarts(self) -> int:
-        return self.process.log_tail(50_000_000).count("Worker ready") - 1
+        return 0 if popen is not None and popen.pid == self.pid and self.process.alive else 1
 
     def tracebacks(self) -> int:
         return self.process.log_tail(50_000_000).count("Traceback (most recent call last)")
@@ -121,9 +118,7 @@ class CrashWatch:
     def problems(self, name: str) -> list[str]:
         found = []
         if self.crashes():
-            found.append(
-                f"{name}: crashed or restarted (pid {self.pid}, alive {self.process.alive})"
-            )
+            found.append(f"{name}: exited (pid {self.pid}): {self.process.log_tail(500)}")
         if self.tracebacks():
             found.append(f"{name}: {self.tracebacks()} tracebacks in {self.process.log_path}")
         return found

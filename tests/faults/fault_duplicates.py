@@ -52,8 +52,8 @@ class Size:
 
 
 SIZES = {
-    "short": Size(600, 5_000, 3, 1, 8.0, 150.0),
-    "long": Size(10_000, 100_000, 6, 2, 150.0, 600.0),
+    "short": Size(400, 3_000, 3, 1, 6.0, 150.0),
+    "long": Size(5_000, 50_000, 6, 2, 120.0, 600.0),
 }
 STORM_SHARE, STORM_CHUNK = 0.2, 100
 STORM_REQUEST_TIMEOUT_MS = 3
