@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from pipeline import failpoints
 from pipeline.dedup import RecentIds, dedup
 from pipeline.errors import StageFailure, truncate
 from pipeline.redact import redact_dead_letter
@@ -45,12 +46,17 @@ def _safe_validate(
     coordinates = {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
     src = trusted(SourceRef, {**coordinates, "timestamp": stamp})  # Kafka's own values
     raw = msg.value if msg.value is not None else b""
+    event_id = ""
     try:
-        return validate_message(raw, src, now, cfg)
+        out = validate_message(raw, src, now, cfg)
+        if isinstance(out, Touchpoint):
+            event_id = out.event_id
+            failpoints.hit("ingest.event", event_id)  # the fault suite's stage bug
+        return out
     except Exception as exc:  # a bug in the stage: keep the event, say where it failed
-        failure = StageFailure(STAGE, "", exc)
+        failure = StageFailure(STAGE, event_id, exc)
         error = FieldError(path="$", message=str(failure), value=truncate(raw[:80]))
-        return dead_letter("stage_error", [error], raw, src, now)
+        return dead_letter("stage_error", [error], raw, src, now, event_id=event_id)
 
 
 def ingest_batch(

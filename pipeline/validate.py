@@ -73,6 +73,19 @@ def _reason_for(error_type: str, loc: tuple[Any, ...], message: str) -> DeadLett
     return "invalid_value"
 
 
+def _too_new(err: Any) -> bool:
+    loc = err["loc"]
+    return bool(loc) and loc[-1] == "schema_version" and err["type"] == "less_than_equal"
+
+
+def _deciding_error(exc: ValidationError) -> Any:
+    """The error that names the reason: a too-new ``schema_version`` first (a v3 event's
+    other fields follow a contract this validator does not know, so "missing occurred_at"
+    would mislead its producer), else the first error."""
+    errors = exc.errors(include_url=False)
+    return next((e for e in errors if _too_new(e)), errors[0])
+
+
 def _field_errors(exc: ValidationError, prefix: tuple[Any, ...] = ()) -> list[FieldError]:
     errors = []
     for err in exc.errors(include_url=False):
@@ -149,7 +162,7 @@ def validate_message(
     try:
         event = EventEnvelope.model_validate({"event": data}, context=ctx).event
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
+        first = _deciding_error(exc)
         why = _reason_for(first["type"], tuple(first["loc"]), first["msg"])
         return dead_letter(why, _field_errors(exc), raw, src, now, event_id=event_id)
     model = properties_model(event.channel, event.event_type)

@@ -93,7 +93,9 @@ class Report:
 
 
 def verify(client: Client, model: StageModel, start: datetime, end: datetime) -> Report:
-    """Compare the final windows that start in [start, end)."""
+    """Compare the final windows that start in [start, end) (whole windows on both sides:
+    a ``start`` inside a window leaves that window out of the stored and the recomputed
+    counts alike)."""
     until = client.query(_FINAL_UNTIL).result_rows[0][0]
     final_until = datetime.fromtimestamp(until, UTC) if until else None
     report = Report(start, end, final_until)

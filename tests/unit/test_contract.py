@@ -151,6 +151,11 @@ def test_v2_event_with_added_optional_field_is_kept() -> None:
         ),
         (event(schema_version="one"), "wrong_type", "schema_version"),
         (event(schema_version=3), "unsupported_schema_version", "schema_version"),
+        (  # an incompatible change: the version decides, not the field it renamed
+            {k: v for k, v in event(schema_version=3, ts="x").items() if k != "occurred_at"},
+            "unsupported_schema_version",
+            "schema_version",
+        ),
     ],
 )
 def test_each_rejection_names_reason_field_and_value(data: Any, reason: str, path: str) -> None:
