@@ -46,7 +46,6 @@ NewTopic = Callable[..., str]
 # --- parallel runs (pytest-xdist) ----------------------------------------------------------
 
 HEAVY_RUNS = (
-    "tests/faults/test_faults.py",
     "tests/integration/test_alerts_pipeline.py",
     "tests/integration/test_painpoint_ranking.py",
     "tests/integration/test_restart_state.py",
@@ -55,6 +54,11 @@ HEAVY_RUNS = (
 """Test files whose end-to-end runs take a minute or more of CPU-heavy, time-paced work
 (kill timing, paced production, settle windows): one after another in one xdist process."""
 HEAVY_GROUP = "heavy-pipeline-runs"
+FAULTS = "tests/faults/test_faults.py"
+"""The fault suite's short forms: a group of their own, so they run in one xdist process
+while the heavy runs above go through the other (each fault judges by an oracle, not by
+timing, so sharing the CPUs only slows it down)."""
+FAULTS_GROUP = "fault-suite"
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
@@ -64,6 +68,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         path = item.path.relative_to(ROOT).as_posix() if item.path.is_relative_to(ROOT) else ""
         if path in HEAVY_RUNS:
             item.add_marker(pytest.mark.xdist_group(HEAVY_GROUP))
+            heavy.append(item)
+        elif path == FAULTS:
+            item.add_marker(pytest.mark.xdist_group(FAULTS_GROUP))
             heavy.append(item)
     if heavy:  # a stable reorder: the heavy group first, everything else in its usual order
         chosen = {id(item) for item in heavy}
