@@ -16,6 +16,8 @@ from clickhouse_connect.driver.client import Client
 from pipeline.stage_model import StageModel
 
 MEASURES = ("entries", "conversions", "dropoffs")
+WINDOW = 60
+"""Seconds in a window."""
 WKey = tuple[int, str, str, str]
 Counts = dict[WKey, dict[str, int]]
 
@@ -98,7 +100,9 @@ def verify(client: Client, model: StageModel, start: datetime, end: datetime) ->
     report = Report(start, end, final_until)
     if final_until is None:
         return report
-    end = min(end, final_until)
+    # whole windows only: the stored and late rows are selected by window start, the
+    # recomputation by event time; an unaligned bound would cut a window in one of them
+    start, end = _minute(start), min(_minute(end, up=True), final_until)
     params: dict[str, Any] = {"start": start, "end": end}
     stored = _stored(client, params)
     late = _late(client, params)
@@ -117,6 +121,13 @@ def verify(client: Client, model: StageModel, start: datetime, end: datetime) ->
             if mine != recomputed[key][m]:
                 report.mismatches.append((key, m, mine, recomputed[key][m]))
     return report
+
+
+def _minute(at: datetime, up: bool = False) -> datetime:
+    """``at`` rounded down (or up) to a window start (1-minute windows, UTC)."""
+    seconds = at.timestamp()
+    whole = (-(-seconds // WINDOW) if up else seconds // WINDOW) * WINDOW
+    return datetime.fromtimestamp(whole, UTC)
 
 
 def _stored(client: Client, params: dict[str, Any]) -> Counts:
