@@ -8,7 +8,10 @@ internal topics and wait for their delivery), and only then commit the batch's o
 Internal topics carry batches, so faust's per-message cost there is paid per batch.
 
 A crash between delivery and commit replays the batch: at-least-once, and the event_id
-dedup and ClickHouse's ReplacingMergeTree absorb the repeats.
+dedup and ClickHouse's ReplacingMergeTree absorb the repeats. So does a rebalance that
+lands while a batch is being handled: its commit is refused (the partitions may belong to
+another member now), which is logged and skipped, never fatal: the partitions' owners
+read on from the last committed offsets.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import ConsumerRecord
 
 from pipeline.ingest import RawMessage
@@ -95,9 +99,19 @@ class RawConsumer:
     ) -> None:
         messages = [_message(r) for records in batch.values() for r in records]
         await handle(messages)
-        await consumer.commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
+        await _commit(consumer, {tp: records[-1].offset + 1 for tp, records in batch.items()})
         for tp, records in batch.items():
             high = consumer.highwater(tp)
             if high is not None:
                 lag = max(0, high - records[-1].offset - 1)
                 self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+
+
+async def _commit(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+    """Commit the handled batch, unless the group rebalanced while it was handled (the commit
+    is refused, or a partition is no longer assigned): the batch was delivered, and whoever
+    owns its partitions now reads on from the last committed offsets, replaying it."""
+    try:
+        await consumer.commit(offsets)
+    except (CommitFailedError, IllegalStateError) as exc:
+        log.warning("raw offsets not committed, the batch will be replayed: %s", exc)
