@@ -69,7 +69,7 @@ WHERE is_final = 1 AND channel != 'all' AND segment != 'all'
 """
 _LATE = """
 SELECT toUnixTimestamp(window_start), stage, channel, segment, measure, sum(delta)
-FROM late_events
+FROM late_events FINAL
 WHERE window_start >= {start:DateTime64(3, 'UTC')} AND window_start < {end:DateTime64(3, 'UTC')}
 GROUP BY 1, 2, 3, 4, 5
 """
