@@ -23,8 +23,9 @@ the runs are compared on what is deterministic:
   clusters both runs agree on, with the same id, without their journey ids
   (``JOURNEY_IDS``), and each journey as the set of its transitions; no live transition
   under a re-attributed id;
-* the final stage-metric totals by stage, ``stage_metrics`` + ``late_events`` (stored alone
-  is printed: which changes arrive after their window is final depends on timing).
+* the final stage-metric totals by stage, ``stage_metrics`` + ``late_events``: equal, but
+  for at most the transitions of the customers whose clusters differ (stored alone is
+  printed: which changes arrive after their window is final depends on timing).
 
 The figures are printed (run with ``-s``).
 """
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -205,7 +207,7 @@ def test_three_workers_one_killed_give_the_state_of_one(
     failures = [f"oracle, run {n}: {p}" for n, o in (("one", a), ("three", b)) for p in o.problems]
     agreed = _compare_clusters(a, b, valid, failures)
     _compare_rows(a, b, agreed, failures)
-    _compare_metrics(a, b, failures)
+    _compare_metrics(a, b, set(a.run.clusters) - _events_of(agreed, a), failures)
     assert not failures, "\n".join(failures)
 
 
@@ -260,14 +262,35 @@ def _compare_rows(a: Outcome, b: Outcome, agreed: set[str], failures: list[str])
         failures.append(f"live transitions under re-attributed ids: {stale}")
 
 
-def _compare_metrics(a: Outcome, b: Outcome, failures: list[str]) -> None:
-    """Final stage-metric totals by stage over the windows final in both runs: stored +
-    late (what the windows add up to) must be equal; stored alone is printed (what reached a
-    window after it was final, in late_events instead, depends on timing)."""
+def _events_of(customers: set[str], o: Outcome) -> set[str]:
+    return {e for e, c in o.snap.current.items() if c in customers}
+
+
+def _slack(o: Outcome, events: set[str]) -> Counter[str]:
+    """Live transitions per stage of the customers holding ``events``: how far the totals
+    of a stage may move when those customers' clusters differ (a row counts at most once
+    per measure)."""
+    customers = {o.snap.current[e] for e in events}
+    return Counter(row[3] for row in o.snap.transitions if row[0] in customers)
+
+
+def _compare_metrics(a: Outcome, b: Outcome, differ: set[str], failures: list[str]) -> None:
+    """Final stage-metric totals by stage over the windows final in both runs. Stored +
+    late (what the windows add up to) must be equal, but for the transitions of the
+    customers whose clusters differ (``differ``: their events); stored alone is printed
+    (which changes reach a window after it is final, in late_events instead, is timing)."""
     until = min(a.snap.final_until, b.snap.final_until)
     for late in (True, False):
         ta, tb = a.snap.totals(until, late), b.snap.totals(until, late)
         label = "stored + late" if late else "stored"
         print(f"metric totals ({label}) (entries, conversions, dropoffs): one {ta}; three {tb}")
-    if a.snap.totals(until, True) != b.snap.totals(until, True):
-        failures.append("metric totals (stored + late) differ")
+    ta, tb = a.snap.totals(until, True), b.snap.totals(until, True)
+    slack = _slack(a, differ) + _slack(b, differ)
+    print(f"allowed difference per stage (transitions of differing clusters): {dict(slack)}")
+    for stage in ta.keys() | tb.keys():
+        gaps = [
+            abs(x - y)
+            for x, y in zip(ta.get(stage, (0,) * 3), tb.get(stage, (0,) * 3), strict=True)
+        ]
+        if max(gaps) > slack[stage]:
+            failures.append(f"metric totals (stored + late) of {stage} differ by {gaps}")
