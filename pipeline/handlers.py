@@ -59,6 +59,8 @@ class Decoded(Generic[M]):
     """One take of internal batch messages: decoded records, offsets, undecodable ones."""
 
     records: list[M] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    """The offset of each record."""
     ranges: OffsetRanges = field(default_factory=OffsetRanges)
     bad: list[DeadLetter] = field(default_factory=list)
 
@@ -74,6 +76,7 @@ def decode_batch(events: Sequence[Any], model: type[M], stage: str) -> Decoded[M
         out.ranges.add(event.message.partition, event.message.offset)
         try:
             out.records.append(model.model_validate_json(event.value))
+            out.offsets.append(event.message.offset)
         except ValidationError as exc:
             out.bad.append(undecodable(raw_of(event), stage, exc))
     return out

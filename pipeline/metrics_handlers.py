@@ -121,7 +121,10 @@ async def handle_metric_inputs(
         first = min(e.message.offset for e in events)
         await replay(topics.metric_inputs.get_topic_name(), worker.kafka, runtime.state, first)
     now = datetime.now(UTC)
-    outputs = [step(runtime.state, msg, now) for msg in got.records]
+    outputs = [
+        identify_late(step(runtime.state, msg, now), offset)
+        for msg, offset in zip(got.records, got.offsets, strict=True)
+    ]
     out = merge_outputs(outputs)
     runtime.last = out
     pending = []
@@ -143,6 +146,16 @@ async def handle_metric_inputs(
     publish(worker.metrics.stages, runtime, out)
     if runtime.sender is not None and out.alerts:
         runtime.sender.submit(out.alerts)
+
+
+def identify_late(out: MetricsOutput, offset: int) -> MetricsOutput:
+    """Give each late change of the input at ``offset`` its id (``<offset>.<index>``)."""
+    if not out.late:
+        return out
+    late = tuple(
+        x.model_copy(update={"change_id": f"{offset}.{i}"}) for i, x in enumerate(out.late)
+    )
+    return out.model_copy(update={"late": late})
 
 
 def merge_outputs(outputs: Sequence[MetricsOutput]) -> MetricsOutput:

@@ -8,7 +8,10 @@ internal topics and wait for their delivery), and only then commit the batch's o
 Internal topics carry batches, so faust's per-message cost there is paid per batch.
 
 A crash between delivery and commit replays the batch: at-least-once, and the event_id
-dedup and ClickHouse's ReplacingMergeTree absorb the repeats.
+dedup and ClickHouse's ReplacingMergeTree absorb the repeats. So does a rebalance that
+lands while a batch is being handled: only the partitions still owned are committed, and a
+refused commit is logged, never fatal: the partitions' owners read on from the last
+committed offsets.
 """
 
 from __future__ import annotations

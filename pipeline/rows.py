@@ -164,7 +164,7 @@ STAGE_METRICS_COLUMNS = (
 )  # fmt: skip
 LATE_COLUMNS = (
     "window_start", "stage", "channel", "segment", "customer_id", "journey_id", "measure",
-    "delta", "final_until",
+    "delta", "final_until", "change_id",
 )  # fmt: skip
 ALERT_COLUMNS = (
     "alert_id", "state", "stage", "channel", "window_start", "dropoff_rate", "baseline_rate",

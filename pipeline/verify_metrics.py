@@ -16,6 +16,8 @@ from clickhouse_connect.driver.client import Client
 from pipeline.stage_model import StageModel
 
 MEASURES = ("entries", "conversions", "dropoffs")
+WINDOW = 60
+"""Seconds in a window."""
 WKey = tuple[int, str, str, str]
 Counts = dict[WKey, dict[str, int]]
 
@@ -68,7 +70,7 @@ WHERE is_final = 1 AND channel != 'all' AND segment != 'all'
 """
 _LATE = """
 SELECT toUnixTimestamp(window_start), stage, channel, segment, measure, sum(delta)
-FROM late_events
+FROM late_events FINAL
 WHERE window_start >= {start:DateTime64(3, 'UTC')} AND window_start < {end:DateTime64(3, 'UTC')}
 GROUP BY 1, 2, 3, 4, 5
 """
@@ -101,7 +103,9 @@ def verify(client: Client, model: StageModel, start: datetime, end: datetime) ->
     report = Report(start, end, final_until)
     if final_until is None:
         return report
-    end = min(end, final_until)
+    # whole windows only: the stored and late rows are selected by window start, the
+    # recomputation by event time; an unaligned bound would cut a window in one of them
+    start, end = _minute(start), min(_minute(end, up=True), final_until)
     params: dict[str, Any] = {"start": start, "end": end}
     stored = _stored(client, params)
     late = _late(client, params)
@@ -122,6 +126,13 @@ def verify(client: Client, model: StageModel, start: datetime, end: datetime) ->
             if mine != recomputed[key][m]:
                 report.mismatches.append((key, m, mine, recomputed[key][m]))
     return report
+
+
+def _minute(at: datetime, up: bool = False) -> datetime:
+    """``at`` rounded down (or up) to a window start (1-minute windows, UTC)."""
+    seconds = at.timestamp()
+    whole = (-(-seconds // WINDOW) if up else seconds // WINDOW) * WINDOW
+    return datetime.fromtimestamp(whole, UTC)
 
 
 def _stored(client: Client, params: dict[str, Any]) -> Counts:

@@ -101,6 +101,10 @@ class LateChange(Record):
     """+1 or -1: what the change would have done to ``measure``."""
     final_until: AwareDatetime
     """The metrics stage's final watermark when the change arrived."""
+    change_id: str = ""
+    """``<input offset>.<index>``: the metric input that caused it and its place among that
+    input's late changes. The fold is deterministic, so a replay after a takeover gives the
+    same change the same id, and ``late_events`` (ReplacingMergeTree) keeps it once."""
 
 
 AlertState = Literal["firing", "resolved"]

@@ -51,6 +51,7 @@ HEAVY_RUNS = (
     "tests/integration/test_painpoint_ranking.py",
     "tests/integration/test_restart_state.py",
     "tests/integration/test_scale_identity.py",
+    "tests/integration/test_scale_out.py",
 )
 """Test files whose end-to-end runs take a minute or more of CPU-heavy, time-paced work
 (kill timing, paced production, settle windows): one after another in one xdist process."""

@@ -114,15 +114,27 @@ def fresh_env(tmp: Path) -> Iterator[FaultEnv]:
         broker.stop()
 
 
+def simulator_key(event: SimEvent) -> bytes | None:
+    """The simulator's key: the event's strongest identifier."""
+    return event.key
+
+
 class SteadyProducer(threading.Thread):
     """Produces ``events`` in order at a steady pace over ``seconds`` (kafka-python,
-    idempotent), recording the (partition, offset) of each; ``error`` holds any failure."""
+    idempotent), recording the (partition, offset) of each; ``error`` holds any failure.
+    ``key`` gives each message's key (default: the simulator's)."""
 
     def __init__(
-        self, settings: Settings, events: Sequence[SimEvent], seconds: float, chunk: int = 200
+        self,
+        settings: Settings,
+        events: Sequence[SimEvent],
+        seconds: float,
+        chunk: int = 200,
+        key: Callable[[SimEvent], bytes | None] = simulator_key,
     ) -> None:
         super().__init__(name="steady-producer", daemon=True)
         self.settings, self.events, self.seconds, self.chunk = settings, events, seconds, chunk
+        self.key = key
         self.metadata: list[tuple[int, int] | None] = [None] * len(events)
         self.error: BaseException | None = None
 
@@ -141,7 +153,7 @@ class SteadyProducer(threading.Thread):
             time.sleep(max(0.0, due - time.monotonic()))
             for event in self.events[i : i + self.chunk]:
                 futures.append(
-                    producer.send(self.settings.raw_topic, key=event.key, value=event.payload)
+                    producer.send(self.settings.raw_topic, key=self.key(event), value=event.payload)
                 )
         producer.flush(120)
         for i, future in enumerate(futures):

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from pipeline.chclient import ClickHouseConfig, connect
 from pipeline.migrate import load_migrations, migrate
 from pipeline.testing import unique_name
@@ -39,3 +41,27 @@ def test_bad_settings_fail_with_the_field_and_value() -> None:
     assert result.returncode == 2
     assert "TOUCHPOINT_PII_MODE='sha1': Input should be 'hash' or 'clear'" in result.stderr
     assert "TOUCHPOINT_PARTITIONS=0: Input should be greater than or equal to 1" in result.stderr
+
+
+def test_0008_keeps_the_late_events_and_makes_them_one_row_per_change(
+    clickhouse_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Upgrading a database migrated up to 0007: its late_events rows are kept (each with
+    an id of its own), and a change written twice is then read once with FINAL."""
+    import pipeline.migrate as migrate_module
+
+    database = unique_name("mig8").replace("-", "_")
+    client = connect(ClickHouseConfig(url=clickhouse_url), database="")
+    before = [m for m in load_migrations() if m.version < 8]
+    monkeypatch.setattr(migrate_module, "load_migrations", lambda: before)
+    migrate(client, database)
+    old = "('2026-01-01 10:00:00', 'a', 'web', 'all', 'c', 'j', 'entries', 1, '2026-01-01 10:30:00')"
+    client.command(f"INSERT INTO late_events (* EXCEPT written_at) VALUES {old}, {old}")
+    monkeypatch.undo()
+    assert [m.version for m in migrate(client, database)] == [8]
+    kept = "SELECT count(), uniqExact(change_id) FROM late_events FINAL"
+    assert client.query(kept).result_rows == [(2, 2)]  # rows from before: kept, as they were
+    new = "('2026-01-01 10:01:00', 'a', 'web', 'all', 'c', 'j', 'entries', 1, '2026-01-01 10:30:00', '7.0')"
+    for _ in range(2):  # the same change, written again after a takeover
+        client.command(f"INSERT INTO late_events (* EXCEPT written_at) VALUES {new}")
+    assert client.query(kept).result_rows == [(3, 3)]
