@@ -84,7 +84,13 @@ from pipeline.producers.collector_http import (
 from pipeline.producers.collector_http import (
     too_large_body as too_large_body,
 )
-from pipeline.producers.kafka import DeliveryFailed, TrackedProducer, make_producer
+from pipeline.producers.kafka import (
+    STALL_SECONDS,
+    DeliveryFailed,
+    DeliveryStalled,
+    TrackedProducer,
+    make_producer,
+)
 from pipeline.redact import redact_dead_letter
 from pipeline.settings import Settings
 from schemas.records import DeadLetter, SourceRef
@@ -218,14 +224,20 @@ class Collector:
 
     async def healthz(self, request: web.Request) -> web.Response:
         stats = self.producer.delivery_stats()
-        lost = stats.offsets_went_back  # sticky: acknowledged records are gone
+        problems = []
+        if stats.offsets_went_back:  # sticky: acknowledged records are gone
+            problems.append(
+                f"broker lost data (restarted?): offsets went back {stats.offsets_went_back} time(s)"
+            )
+        try:
+            self.producer.raise_if_stalled(STALL_SECONDS)
+        except DeliveryStalled as exc:
+            problems.append(str(exc))
         return _json(
-            503 if lost else 200,
+            503 if problems else 200,
             {
-                "status": "failing" if lost else "ok",
-                "problems": [f"broker lost data (restarted?): offsets went back {lost} time(s)"]
-                if lost
-                else [],
+                "status": "failing" if problems else "ok",
+                "problems": problems,
                 "raw_topic": self.raw_topic,
                 "dlq_topic": self.dlq_topic,
                 "idempotent": self.producer.idempotent,

@@ -35,6 +35,9 @@ DEFAULT_REQUEST_TIMEOUT_MS = 10_000
 # (a request unanswered for 10 s is retried within the delivery timeout, so nothing is lost;
 # a broker that came back empty is then reported within ~15 s instead of Kafka's default ~35)
 IDEMPOTENCE_PROBE_SECONDS = 5.0
+STALL_SECONDS = 15.0
+"""Seconds without any answer from Kafka, records pending, after which the simulate command
+stops (exit 2) and the collector's ``/healthz`` turns 503 (see ``raise_if_stalled``)."""
 
 
 def strongest_key(identifiers: Mapping[str, Any]) -> bytes | None:
@@ -89,6 +92,18 @@ class BrokerLostData(BrokerError):
         )
 
 
+class DeliveryStalled(BrokerError):
+    """Records were sent but the broker acknowledged none of them for too long (it is down,
+    or it came back empty and every send retries against a topic that no longer exists)."""
+
+    def __init__(self, pending: int, seconds: float) -> None:
+        self.pending, self.seconds = pending, seconds
+        super().__init__(
+            f"no acknowledgement from Kafka for {seconds:.0f}s with {pending} records pending: "
+            "the broker is unreachable or lost its topics (restarted without storage?)"
+        )
+
+
 class TrackedProducer(KafkaProducer):  # type: ignore[misc]  # kafka-python ships no type hints
     """A ``KafkaProducer`` that counts delivery failures and raises them at flush/close.
 
@@ -112,6 +127,8 @@ class TrackedProducer(KafkaProducer):  # type: ignore[misc]  # kafka-python ship
         self._lost_samples: list[str] = []
         self._closing = False
         self._close_timed_out: BaseException | None = None
+        self._settled = 0  # acknowledged or failed (I/O thread)
+        self._progress_at = time.monotonic()  # last send into an idle producer, or last answer
         super().__init__(**configs)
         self.idempotent = bool(self.config.get("enable_idempotence"))
 
@@ -133,12 +150,17 @@ class TrackedProducer(KafkaProducer):  # type: ignore[misc]  # kafka-python ship
             timestamp_ms=timestamp_ms,
         )
         with self._track_lock:
+            if self._sent == self._settled:  # nothing was pending: the wait starts now
+                self._progress_at = time.monotonic()
             self._sent += 1
         future.add_errback(self._on_delivery_error, topic)
         future.add_callback(self._on_ack, topic)
         return future
 
     def _on_ack(self, topic: str, metadata: Any) -> None:
+        with self._track_lock:
+            self._settled += 1
+            self._progress_at = time.monotonic()
         offset, tp = metadata.offset, (topic, metadata.partition)
         last = self._acked.get(tp, -1)
         if offset >= 0:
@@ -153,6 +175,8 @@ class TrackedProducer(KafkaProducer):  # type: ignore[misc]  # kafka-python ship
 
     def _on_delivery_error(self, topic: str, exc: BaseException) -> None:
         with self._track_lock:
+            self._settled += 1
+            self._progress_at = time.monotonic()
             self._failed += 1
             self._unreported += 1
             first = self._unreported == 1
@@ -167,6 +191,17 @@ class TrackedProducer(KafkaProducer):  # type: ignore[misc]  # kafka-python ship
                 sent=self._sent, failed=self._failed, unreported=self._unreported,
                 offsets_went_back=self._went_back,
             )  # fmt: skip
+
+    def raise_if_stalled(self, after: float) -> None:
+        """Raise :class:`DeliveryStalled` when records are pending and Kafka answered none of
+        them for ``after`` seconds (kafka-python would keep retrying until the delivery
+        timeout, silently)."""
+        with self._track_lock:
+            pending = self._sent - self._settled
+            waited = time.monotonic() - self._progress_at
+        if pending > 0 and waited > after:
+            log.error("no acknowledgement from Kafka for %.0fs (%d pending)", waited, pending)
+            raise DeliveryStalled(pending, waited)
 
     def raise_delivery_errors(self) -> None:
         """Raise :class:`BrokerLostData`, then :class:`DeliveryFailed`, for what was not

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pipeline.producers.kafka import TrackedProducer
+from pipeline.producers.kafka import STALL_SECONDS, TrackedProducer
 from pipeline.producers.simulator import SimEvent
 
 CHECK_EVERY = 1.0
@@ -89,6 +89,7 @@ def run(
         for index, event in enumerate(events):
             if time.monotonic() >= next_check:  # a failure or lost data stops the run now
                 producer.raise_delivery_errors()
+                producer.raise_if_stalled(STALL_SECONDS)
                 next_check = time.monotonic() + CHECK_EVERY
             if pacer.skip(event):
                 result.warmup += 1

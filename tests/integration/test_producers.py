@@ -23,6 +23,7 @@ from pipeline.producers.client import TouchpointProducer
 from pipeline.producers.kafka import (
     BrokerLostData,
     DeliveryFailed,
+    DeliveryStalled,
     make_producer,
     strongest_key,
 )
@@ -157,6 +158,32 @@ def test_an_idempotent_producer_fails_every_send_after_the_broker_restarts():
     finally:
         first.stop()
         producer.close(timeout=5)
+
+
+def test_a_producer_left_without_answers_says_so_instead_of_waiting_silently():
+    """The broker goes away while records are pending: kafka-python would retry quietly
+    until the delivery timeout (2 minutes); ``raise_if_stalled`` reports it after the given
+    seconds, and not before, nor while answers come."""
+    broker = EmbeddedTansu().start()
+    topic = unique_name("stall")
+    producer = make_producer(broker.kafka_config, client_id="test-stall")
+    try:
+        producer.send(topic, b"before", partition=0)
+        producer.flush(10)
+        producer.raise_if_stalled(0.5)  # nothing pending: no stall, however long ago
+        broker.stop()
+        producer.send(topic, b"into the void", partition=0)
+        producer.raise_if_stalled(3.0)  # pending, but not for long yet
+        deadline = time.monotonic() + 30
+        with pytest.raises(DeliveryStalled, match="no acknowledgement from Kafka") as stalled:
+            while time.monotonic() < deadline:
+                producer.raise_if_stalled(3.0)
+                time.sleep(0.5)
+        assert stalled.value.pending == 1 and stalled.value.seconds > 3.0
+        with pytest.raises(BrokerError, match="still undelivered"):  # and close says so too
+            producer.close(timeout=1)
+    finally:
+        broker.stop()
 
 
 def test_close_reports_records_still_in_flight():
