@@ -77,7 +77,13 @@ class DeliveryFailed(BrokerError):
         self.samples = samples
         detail = "; ".join(samples)
         more = f" (first {len(samples)} shown)" if failed > len(samples) else ""
-        super().__init__(f"{failed} record(s) were not delivered to Kafka{more}: {detail}")
+        why = ""
+        if any("ProducerId" in sample for sample in samples):
+            why = (
+                " (the broker no longer knows this idempotent producer: it lost its state, "
+                "a broker restarted without storage?, and records it acknowledged may be lost)"
+            )
+        super().__init__(f"{failed} record(s) were not delivered to Kafka{more}{why}: {detail}")
 
 
 class BrokerLostData(BrokerError):

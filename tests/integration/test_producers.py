@@ -153,7 +153,7 @@ def test_an_idempotent_producer_fails_every_send_after_the_broker_restarts():
         first.stop()
         with EmbeddedTansu(port=port):
             producer.send(topic, b"after", partition=0)
-            with pytest.raises(DeliveryFailed):
+            with pytest.raises(DeliveryFailed, match="lost its state"):
                 producer.flush(60)
     finally:
         first.stop()
