@@ -71,6 +71,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="queries: timed runs of each query, for p50/p95 (10; at least 3, at most 30 s)",
     )
     p.add_argument(
+        "--query-kinds",
+        default="baseline,dashboard,grafana,docs",
+        help="queries: the kinds of queries to time, comma-separated (all four)",
+    )
+    p.add_argument(
         "--query-dir",
         type=Path,
         default=None,
@@ -145,7 +150,10 @@ def _steps(args: argparse.Namespace, workload: Workload, extra: dict[str, Any]) 
     def queries_step() -> list[Figures]:
         from benchmarks.queries import queries
 
-        group, extra["queries"] = queries(args.query_events, args.query_runs, args.query_dir, say)
+        kinds = tuple(k for k in args.query_kinds.split(",") if k)
+        group, extra["queries"] = queries(
+            args.query_events, args.query_runs, args.query_dir, say, kinds
+        )
         return [group]
 
     steps = {

@@ -17,7 +17,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from benchmarks.common import CHILDREN, Figures
-from benchmarks.queries_catalog import BUDGET_MS, Item, catalog, newest_event
+from benchmarks.queries_catalog import BUDGET_MS, KINDS, Item, catalog, newest_event
 from benchmarks.queries_data import client_for, open_dataset, parts
 
 MIN_RUNS = 3
@@ -78,15 +78,23 @@ def _ms(took: list[float]) -> str:
 
 
 def queries(
-    events: int, runs: int, directory: Path | None, say: Callable[[str], None]
+    events: int,
+    runs: int,
+    directory: Path | None,
+    say: Callable[[str], None],
+    kinds: tuple[str, ...] = KINDS,
 ) -> tuple[Figures, dict[str, Any]]:
-    """Build (or reuse, in ``directory``) the data, then time every query ``runs`` times."""
+    """Build (or reuse, in ``directory``) the data, then time every query of ``kinds``
+    ``runs`` times."""
+    unknown = set(kinds) - set(KINDS)
+    if unknown:
+        raise ValueError(f"--query-kinds: {', '.join(sorted(unknown))}; known: {', '.join(KINDS)}")
     root = directory or Path(tempfile.mkdtemp(prefix="touchpoint-queries-"))
     root.mkdir(parents=True, exist_ok=True)
     try:
         clickhouse, dataset = open_dataset(root, events, say)
         client = client_for(clickhouse, dataset.database)
-        items = catalog(client, newest_event(client))
+        items = [i for i in catalog(client, newest_event(client)) if i.kind in kinds]
         say(f"queries: {len(items)} queries over {dataset.touchpoints:,} touchpoints, {runs} runs")
         before = parts(client)
         figs, extra = measure(client, items, runs, say)

@@ -42,6 +42,7 @@ from pipeline.grafana_macros import (
 
 BUDGET_MS = 100.0
 BUDGETED = ("dashboard", "grafana")
+KINDS = ("baseline", "dashboard", "grafana", "docs")
 _BLOCK = re.compile(r"```sql\n(.*?)```", re.S)
 Run = Callable[[Client], int]
 """Runs the query on a client; returns the number of rows it gave."""

@@ -30,7 +30,13 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from benchmarks.common import CHILDREN, Workload, poll_until
-from benchmarks.queries_sql import COPY_TABLES, LIVE_TIMES, METRICS_REBUILD, copy_sql
+from benchmarks.queries_sql import (
+    COPY_TABLES,
+    LIVE_TIMES,
+    METRICS_REBUILD,
+    copy_sql,
+    snapshot_sql,
+)
 from pipeline.chclient import ClickHouseConfig, connect
 from pipeline.kafka_config import KafkaConfig
 from pipeline.producers.kafka import make_producer
@@ -164,9 +170,12 @@ def replicate(client: Client, copies: int, say: Callable[[str], None]) -> None:
     """Copies 1 .. copies-1 of every per-customer table, COPIES_PER_INSERT per statement."""
     for table in COPY_TABLES:
         started = time.monotonic()
+        for statement in snapshot_sql(table):
+            client.command(statement)
         for first in range(1, copies, COPIES_PER_INSERT):
             count = min(COPIES_PER_INSERT, copies - first)
             client.command(copy_sql(table, first, count))
+        client.command(f"DROP TABLE base_{table}")
         say(f"queries: {table} copied {copies - 1}x in {time.monotonic() - started:.0f}s")
 
 

@@ -45,19 +45,33 @@ LIVE_TIMES = (
     received_at = occurred_at + toIntervalMillisecond(1000),
     ingested_at = occurred_at + toIntervalMillisecond(1000 + cityHash64(event_id) % 5000)
     WHERE 1 SETTINGS mutations_sync = 2""",
-    """ALTER TABLE dead_letters UPDATE
-    failed_at = failed_at - toIntervalSecond(cityHash64(src_offset, src_partition) % 2592000),
-    ingested_at = failed_at - toIntervalSecond(cityHash64(src_offset, src_partition) % 2592000)
-        + toIntervalMillisecond(500)
-    WHERE 1 SETTINGS mutations_sync = 2""",
+    "CREATE TABLE dead_letters_spread AS dead_letters",
+    """INSERT INTO dead_letters_spread SELECT * REPLACE (
+        failed_at - toIntervalSecond(cityHash64(src_offset, src_partition) % 2592000) AS failed_at,
+        failed_at - toIntervalSecond(cityHash64(src_offset, src_partition) % 2592000)
+            + toIntervalMillisecond(500) AS ingested_at
+    ) FROM dead_letters FINAL""",
+    "TRUNCATE TABLE dead_letters",
+    "INSERT INTO dead_letters SELECT * FROM dead_letters_spread",
+    "DROP TABLE dead_letters_spread",
 )
 """The base month was produced at once, so its ingest times all fall in the few minutes of the
 run: make them those of a live pipeline (stored 1-6 s after the event; dead letters spread
 over the 30 days), which the freshness queries filter on."""
 
 
+def snapshot_sql(table: str) -> tuple[str, ...]:
+    """``base_<table>``: the current rows of ``table`` before any copy, the copies' source (a
+    copy of the table itself would copy the copies already inserted)."""
+    return (
+        f"DROP TABLE IF EXISTS base_{table}",
+        f"CREATE TABLE base_{table} AS {table}",
+        f"INSERT INTO base_{table} SELECT * FROM {table} FINAL",
+    )
+
+
 def copy_sql(table: str, first: int, count: int) -> str:
-    """INSERT copies ``first`` .. ``first + count - 1`` of the current rows of ``table``."""
+    """INSERT copies ``first`` .. ``first + count - 1`` of ``base_<table>`` into ``table``."""
     if table not in _IDS:
         raise ValueError(f"table {table!r}: not one of {', '.join(COPY_TABLES)}")
     ids = [f"if({c} = '', {c}, concat({c}, '~', toString(n))) AS {c}" for c in _IDS[table]]
@@ -68,7 +82,7 @@ INSERT INTO {table}
 SELECT * EXCEPT (n) REPLACE (
     {replaced}
 )
-FROM (SELECT * FROM {table} FINAL) AS t
+FROM base_{table} AS t
 CROSS JOIN (SELECT number AS n FROM numbers({first:d}, {count:d})) AS c"""
 
 

@@ -59,7 +59,7 @@ def test_every_documented_sql_block_is_a_query() -> None:
 
 def test_copies_suffix_ids_and_shift_times() -> None:
     sql = copy_sql("stage_transitions", 11, 10)
-    assert "numbers(11, 10)" in sql and "FROM (SELECT * FROM stage_transitions FINAL)" in sql
+    assert "numbers(11, 10)" in sql and "FROM base_stage_transitions AS t" in sql
     for column in ("customer_id", "journey_id", "event_id"):
         assert f"concat({column}, '~', toString(n))) AS {column}" in sql
     assert "at - toIntervalMillisecond(n * 7000) AS at" in sql
