@@ -25,6 +25,8 @@ DEFAULT_RANGE = "1h"
 STEPS = (60, 300, 600, 900, 1800, 3600, 10_800, 21_600, 86_400)
 """Bucket sizes of the drop-off chart: the smallest giving at most MAX_POINTS points."""
 MAX_POINTS = 120
+NARROW_SECONDS = 86_400
+"""Ranges up to a day read the experience panel's customers only (see :func:`experience`)."""
 _SEGMENT = re.compile(r"^[\w .\-]{1,64}$")
 
 
@@ -209,9 +211,13 @@ WHERE {where} AND {_in_range("window_start")} GROUP BY segment, stage ORDER BY s
 
 def experience(f: Filters) -> Query:
     """CSAT, NPS and hold times of the touchpoints in the range, by the stage the customer's
-    journey was at: the latest stage entered at or before the event ('none' if none).
+    journey was at: the latest stage entered at or before the event ('none' if none). Two
+    plans giving the same rows: up to NARROW_SECONDS, :func:`_experience_narrow`."""
+    return _experience_narrow(f) if f.seconds <= NARROW_SECONDS else _experience_wide(f)
 
-    Reads only what the range needs: the rated touchpoints in the range (each event's newest
+
+def _experience_narrow(f: Filters) -> Query:
+    """:func:`experience` for ranges up to a day. Reads only what the range needs: the rated touchpoints in the range (each event's newest
     version, as FINAL would keep, but without merging the whole day's parts), the identity
     overrides and stage transitions of their customers (both tables are ordered by customer),
     instead of ``touchpoints_current`` and every transition, which cost seconds at 10 M
@@ -251,6 +257,31 @@ FROM current AS t
 ASOF LEFT JOIN (
     SELECT customer_id, to_stage, at FROM stage_transitions FINAL
     WHERE is_deleted = 0 AND customer_id IN (SELECT current_customer_id FROM current)
+) AS s ON s.customer_id = t.current_customer_id AND t.occurred_at >= s.at
+GROUP BY stage ORDER BY stage"""
+    return Query("experience", sql, f.params())
+
+
+def _experience_wide(f: Filters) -> Query:
+    """:func:`experience` over ``touchpoints_current`` and every transition: at 30 days the
+    restricted reads of :func:`_experience_narrow` cover most customers and cost more."""
+    sql = f"""
+SELECT if(s.to_stage = '', 'none', s.to_stage) AS stage,
+    countIf(t.csat IS NOT NULL) AS csat_responses, avgIf(t.csat, t.csat IS NOT NULL) AS csat_avg,
+    countIf(t.nps IS NOT NULL) AS nps_responses,
+    if(nps_responses = 0, NULL,
+       100 * (countIf(t.nps >= 9) - countIf(t.nps <= 6)) / nps_responses) AS nps,
+    countIf(t.wait_seconds IS NOT NULL) AS waits,
+    avgIf(t.wait_seconds, t.wait_seconds IS NOT NULL) AS wait_avg_seconds,
+    quantileExactIf(0.9)(t.wait_seconds, t.wait_seconds IS NOT NULL) AS wait_p90_seconds
+FROM (
+    SELECT current_customer_id, occurred_at, csat, nps, wait_seconds FROM touchpoints_current
+    WHERE {_in_range("occurred_at")}
+      AND (csat IS NOT NULL OR nps IS NOT NULL OR wait_seconds IS NOT NULL)
+      {_raw_filters(f, "channel", "current_customer_id")}
+) AS t
+ASOF LEFT JOIN (
+    SELECT customer_id, to_stage, at FROM stage_transitions FINAL WHERE is_deleted = 0
 ) AS s ON s.customer_id = t.current_customer_id AND t.occurred_at >= s.at
 GROUP BY stage ORDER BY stage"""
     return Query("experience", sql, f.params())
