@@ -19,7 +19,7 @@ from rich.table import Table
 
 from benchmarks.common import CHILDREN, ROOT, Figures, Workload, machine, make_events
 
-NAMES = ("drain", "freshness", "metric-freshness", "stages")
+NAMES = ("drain", "freshness", "metric-freshness", "stages", "queries")
 console = Console(stderr=True)
 Step = tuple[str, Callable[[], list[Figures]]]
 
@@ -58,6 +58,30 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--metric-rate", type=int, default=200,
         help="metric-freshness: background events/s while probing (200)",
     )
+    p.add_argument(
+        "--query-events",
+        type=int,
+        default=10_000_000,
+        help="queries: touchpoints in the database the queries read (10000000)",
+    )
+    p.add_argument(
+        "--query-runs",
+        type=int,
+        default=10,
+        help="queries: timed runs of each query, for p50/p95 (10; at least 3, at most 30 s)",
+    )
+    p.add_argument(
+        "--query-kinds",
+        default="baseline,dashboard,grafana,docs",
+        help="queries: the kinds of queries to time, comma-separated (all four)",
+    )
+    p.add_argument(
+        "--query-dir",
+        type=Path,
+        default=None,
+        help="queries: keep the generated data here and reuse it on the next run (default: a"
+        " temporary directory, removed)",
+    )
     return p.parse_args(argv)  # fmt: skip
 
 
@@ -71,7 +95,9 @@ def say(text: str) -> None:
 
 def table(figures: list[Figures], extra: dict[str, Any]) -> Table:
     t = Table(title=f"touchpoint benchmarks ({extra['events']} events, {extra['runs']} runs)")
-    for col in ("benchmark", "figure", "median", "min", "max", "unit", "ratios: median (min-max)"):
+    notes = any(fig.note for group in figures for fig in group.items.values())
+    columns = ("benchmark", "figure", "median", "min", "max", "unit", "ratios: median (min-max)")
+    for col in (*columns, "note") if notes else columns:
         t.add_column(col, justify="right" if col in ("median", "min", "max") else "left")
     for group in figures:
         for fig in group.items.values():
@@ -80,8 +106,9 @@ def table(figures: list[Figures], extra: dict[str, Any]) -> Table:
                 f"/{k} {r['median']:.3g} ({r['min']:.3g}-{r['max']:.3g})"
                 for k, r in d["ratios"].items()
             )
-            t.add_row(fig.benchmark, fig.name, _num(d["median"]), _num(d["min"]),
-                      _num(d["max"]), fig.unit, ratios)  # fmt: skip
+            cells = [fig.benchmark, fig.name, _num(d["median"]), _num(d["min"]),
+                     _num(d["max"]), fig.unit, ratios]  # fmt: skip
+            t.add_row(*cells, *([fig.note] if notes else []))
     return t
 
 
@@ -120,9 +147,18 @@ def _steps(args: argparse.Namespace, workload: Workload, extra: dict[str, Any]) 
 
         return [metric_freshness(args.metric_rate, args.seconds, args.runs, say)]
 
+    def queries_step() -> list[Figures]:
+        from benchmarks.queries import queries
+
+        kinds = tuple(k for k in args.query_kinds.split(",") if k)
+        group, extra["queries"] = queries(
+            args.query_events, args.query_runs, args.query_dir, say, kinds
+        )
+        return [group]
+
     steps = {
         "stages": stages_step, "drain": drain_step, "freshness": freshness_step,
-        "metric-freshness": metric_freshness_step,
+        "metric-freshness": metric_freshness_step, "queries": queries_step,
     }  # fmt: skip
     return [(name, steps[name]) for name in NAMES if name in set(args.only or NAMES)]
 
@@ -137,8 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     errors: dict[str, str] = {}
     code = 0
     try:
-        say(f"simulating {args.events} events")
-        workload = make_events(args.events)
+        simulated = set(args.only or NAMES) - {"queries"}  # queries makes its own data
+        say(f"simulating {args.events} events" if simulated else "no simulated events needed")
+        workload = make_events(args.events) if simulated else Workload([])
         extra["events"] = len(workload.events)
         extra["valid_unique"], extra["malformed"] = len(workload.valid_ids), workload.malformed
         for name, step in _steps(args, workload, extra):

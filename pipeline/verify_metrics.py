@@ -21,10 +21,7 @@ WINDOW = 60
 WKey = tuple[int, str, str, str]
 Counts = dict[WKey, dict[str, int]]
 
-_RECOMPUTE = """
-WITH {stages:Array(String)} AS stages, {timeouts:Array(Float64)} AS timeouts
-SELECT toUnixTimestamp(toStartOfMinute(t)) AS w, stage, channel, segment, measure, count() AS n
-FROM (
+MEASURE_ITEMS = """
     SELECT stage, channel, segment, at, conv_at, timeout_s, converted,
         arrayJoin([
             ('entries', at, 1),
@@ -57,9 +54,17 @@ FROM (
             ON c.customer_id = k.customer_id
     )
     WHERE m.3
-)
-WHERE toStartOfMinute(t) >= {start:DateTime64(3, 'UTC')}
-  AND toStartOfMinute(t) < {end:DateTime64(3, 'UTC')}
+"""
+"""One row per measure (``entries``, ``conversions``, ``dropoffs``) a journey's stage entry
+contributes, at its time ``t``, from ``stage_transitions`` and ``customers`` (the segment);
+``stages`` and ``timeouts`` (seconds, -1: none) come from the enclosing query's WITH."""
+WITH_MODEL = "WITH {stages:Array(String)} AS stages, {timeouts:Array(Float64)} AS timeouts"
+_RECOMPUTE = f"""
+{WITH_MODEL}
+SELECT toUnixTimestamp(toStartOfMinute(t)) AS w, stage, channel, segment, measure, count() AS n
+FROM ({MEASURE_ITEMS})
+WHERE toStartOfMinute(t) >= {{start:DateTime64(3, 'UTC')}}
+  AND toStartOfMinute(t) < {{end:DateTime64(3, 'UTC')}}
 GROUP BY w, stage, channel, segment, measure
 """
 _STORED = """
@@ -94,6 +99,12 @@ class Report:
         return not self.mismatches
 
 
+def model_params(model: StageModel) -> dict[str, Any]:
+    """The ``stages`` and ``timeouts`` parameters of :data:`MEASURE_ITEMS`."""
+    timeouts = [t.total_seconds() if t else -1.0 for t in (model.timeouts[s] for s in model.stages)]
+    return {"stages": list(model.stages), "timeouts": timeouts}
+
+
 def verify(client: Client, model: StageModel, start: datetime, end: datetime) -> Report:
     """Compare the final windows that start in [start, end) (whole windows on both sides:
     a ``start`` inside a window leaves that window out of the stored and the recomputed
@@ -110,8 +121,7 @@ def verify(client: Client, model: StageModel, start: datetime, end: datetime) ->
     stored = _stored(client, params)
     late = _late(client, params)
     report.late = sum(abs(n) for c in late.values() for n in c.values())
-    timeouts = [t.total_seconds() if t else -1.0 for t in (model.timeouts[s] for s in model.stages)]
-    params |= {"stages": list(model.stages), "timeouts": timeouts}
+    params |= model_params(model)
     recomputed: Counts = defaultdict(lambda: dict.fromkeys(MEASURES, 0))
     for w, stage, channel, segment, measure, n in client.query(
         _RECOMPUTE, parameters=params

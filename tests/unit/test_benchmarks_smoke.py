@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from benchmarks.__main__ import parse, table
 from benchmarks.common import Figures, make_events, spread
+from benchmarks.queries import p95
+from benchmarks.queries_catalog import docs_items
+from benchmarks.queries_sql import copy_sql
 from benchmarks.stages import stages
 
 
@@ -28,3 +33,35 @@ def test_stages_run_on_a_few_events() -> None:
 def test_defaults() -> None:
     args = parse([])
     assert (args.events, args.runs, args.out.name) == (200_000, 3, "latest.json")
+
+
+def test_query_flags_and_p95() -> None:
+    args = parse(["--only", "queries", "--query-events", "100000", "--query-runs", "3"])
+    assert (args.only, args.query_events, args.query_runs, args.query_dir) == (
+        ["queries"],
+        100_000,
+        3,
+        None,
+    )
+    assert parse([]).query_events == 10_000_000
+    assert p95([5.0, 1.0, 3.0]) == 5.0
+    assert p95([float(v) for v in range(1, 101)]) == 95.0
+
+
+def test_every_documented_sql_block_is_a_query() -> None:
+    items = docs_items()
+    names = [i.name for i in items]
+    assert len(set(names)) == len(names)
+    assert sum(n.startswith("sql.md ") for n in names) >= 20
+    assert "identity.md block 1" in names and names[-1].startswith("painpoints feed")
+    assert all(i.sql for i in items[:-1]) and not any(i.budgeted for i in items)
+
+
+def test_copies_suffix_ids_and_shift_times() -> None:
+    sql = copy_sql("stage_transitions", 11, 10)
+    assert "numbers(11, 10)" in sql and "FROM base_stage_transitions AS t" in sql
+    for column in ("customer_id", "journey_id", "event_id"):
+        assert f"concat({column}, '~', toString(n))) AS {column}" in sql
+    assert "at - toIntervalMillisecond(n * 7000) AS at" in sql
+    with pytest.raises(ValueError, match="alerts"):
+        copy_sql("alerts", 1, 1)
