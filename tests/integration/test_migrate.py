@@ -58,7 +58,7 @@ def test_0008_keeps_the_late_events_and_makes_them_one_row_per_change(
     old = "('2026-01-01 10:00:00', 'a', 'web', 'all', 'c', 'j', 'entries', 1, '2026-01-01 10:30:00')"
     client.command(f"INSERT INTO late_events (* EXCEPT written_at) VALUES {old}, {old}")
     monkeypatch.undo()
-    assert [m.version for m in migrate(client, database)] == [8]
+    assert [m.version for m in migrate(client, database)][:1] == [8]  # then any later ones
     kept = "SELECT count(), uniqExact(change_id) FROM late_events FINAL"
     assert client.query(kept).result_rows == [(2, 2)]  # rows from before: kept, as they were
     new = "('2026-01-01 10:01:00', 'a', 'web', 'all', 'c', 'j', 'entries', 1, '2026-01-01 10:30:00', '7.0')"
