@@ -31,6 +31,18 @@ from schemas.records import DeadLetterReason
 Body = dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Size:
+    """How big one run of a data fault is (poison, duplicates, late-merges, schema-versions)."""
+
+    customers: int
+    events: int
+    partitions: int
+    workers: int
+    produce_seconds: float
+    drain_timeout: float
+
+
 def simulated(seed: int, customers: int, events: int, **knobs: Any) -> list[SimEvent]:
     """A simulated run starting two hours ago (its windows become final while it drains)."""
     start = datetime.now(UTC) - timedelta(hours=2)

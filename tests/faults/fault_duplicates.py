@@ -26,7 +26,7 @@ from pipeline.kafka_config import KafkaConfig
 from pipeline.producers.kafka import make_producer
 from pipeline.producers.sim_models import SimEvent
 from pipeline.settings import Settings
-from pipeline.testing.fault_inputs import raw_payloads, simulated
+from pipeline.testing.fault_inputs import Size, raw_payloads, simulated
 from pipeline.testing.faults import (
     FaultEnv,
     FaultResult,
@@ -39,17 +39,6 @@ from pipeline.testing.faults import (
 )
 from pipeline.testing.kafka import free_port
 from tests.faults.suite import Fault, Scale
-
-
-@dataclass(frozen=True)
-class Size:
-    customers: int
-    events: int
-    partitions: int
-    workers: int
-    produce_seconds: float
-    drain_timeout: float
-
 
 SIZES = {
     "short": Size(400, 3_000, 3, 1, 6.0, 150.0),

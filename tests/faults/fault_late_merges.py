@@ -14,14 +14,13 @@ were final, ``late_events``) equal their recomputation from ``stage_transitions`
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from datetime import timedelta
 
 from clickhouse_connect.driver.client import Client
 
 from pipeline.producers.adversary import LATE_LINK, LINK, AdversarialMix
 from pipeline.producers.sim_models import SimEvent
-from pipeline.testing.fault_inputs import simulated
+from pipeline.testing.fault_inputs import Size, simulated
 from pipeline.testing.faults import (
     FaultEnv,
     FaultResult,
@@ -36,16 +35,6 @@ from tests.faults.suite import Fault, Scale
 
 RUN = timedelta(hours=2)
 """The simulated span of the run (the simulator's default duration)."""
-
-
-@dataclass(frozen=True)
-class Size:
-    customers: int
-    events: int
-    partitions: int
-    workers: int
-    produce_seconds: float
-    drain_timeout: float
 
 
 SIZES = {

@@ -15,10 +15,16 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from pipeline.producers.sim_models import SimEvent
-from pipeline.testing.fault_inputs import CrashWatch, dead_letters_by, pick, simulated, with_body
+from pipeline.testing.fault_inputs import (
+    CrashWatch,
+    Size,
+    dead_letters_by,
+    pick,
+    simulated,
+    with_body,
+)
 from pipeline.testing.faults import (
     FaultEnv,
     FaultResult,
@@ -33,16 +39,6 @@ from tests.faults.suite import Fault, Scale
 
 MARKER = "stagebug-"
 TWO_MB = 2 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Size:
-    customers: int
-    events: int
-    partitions: int
-    workers: int
-    produce_seconds: float
-    drain_timeout: float
 
 
 SIZES = {

@@ -13,13 +13,12 @@ lost 0; final metric windows equal their recomputation.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
 
 import orjson
 from clickhouse_connect.driver.client import Client
 
 from pipeline.producers.sim_models import SimEvent
-from pipeline.testing.fault_inputs import Body, simulated, with_body
+from pipeline.testing.fault_inputs import Body, Size, simulated, with_body
 from pipeline.testing.faults import (
     FaultEnv,
     FaultResult,
@@ -33,16 +32,6 @@ from pipeline.testing.kafka import free_port
 from tests.faults.suite import Fault, Scale
 
 CONSENT = {"marketing": True, "analytics": False}
-
-
-@dataclass(frozen=True)
-class Size:
-    customers: int
-    events: int
-    partitions: int
-    workers: int
-    produce_seconds: float
-    drain_timeout: float
 
 
 SIZES = {
