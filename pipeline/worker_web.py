@@ -6,7 +6,9 @@ timer that asks the broker for high-water marks and publishes consumer lag.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -24,6 +26,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("touchpoint.health")
 PROBE_INTERVAL = 5.0
 BROKER_STALE_AFTER = 30.0
+LOST_DATA_EXIT_AFTER = 15.0
+"""Seconds a worker that saw the broker lose data stays up, paused and red, before it exits."""
+EXIT_BROKER_LOST_DATA = 75
 
 
 @dataclass
@@ -60,15 +65,38 @@ async def probe_broker(app: faust.App, worker: Worker, health: BrokerHealth) -> 
         for tp in tps
         if highs.get(tp, 0) < health.last_highs.get(tp, 0)
     ]
-    if lost:  # sticky: the records are gone, someone has to look
+    if lost and not health.lost_data:  # sticky: the records are gone, someone has to look
         health.lost_data = (
             f"broker lost data (restarted?): end offsets went back on {', '.join(lost)}"
         )
+        stop_on_lost_data(app, health.lost_data)
     health.last_highs.update(highs)
     for tp in tps:
         position = read.get(tp)
         lag = highs.get(tp, 0) - ((position + 1) if position is not None else 0)
         worker.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, lag))
+
+
+def stop_on_lost_data(app: faust.App, reason: str) -> None:
+    """Fail-stop: pause every partition, stay up red for :data:`LOST_DATA_EXIT_AFTER` s (the
+    health endpoint and gauge say why), then exit without committing.
+
+    A worker that carries on over an emptied broker holds read positions of records that no
+    longer exist; committing them on shutdown or rebalance would make the restarted workers
+    skip that many new records. Exiting with no clean-up commits nothing, so the next worker
+    starts from what the new broker really holds.
+    """
+    consumer = app.consumer
+    consumer.pause_partitions(consumer.assignment())
+    log.critical("%s; paused, exiting in %.0fs without committing (code %d)",
+                 reason, LOST_DATA_EXIT_AFTER, EXIT_BROKER_LOST_DATA)  # fmt: skip
+
+    def leave() -> None:
+        log.critical("exiting: %s", reason)
+        logging.shutdown()
+        os._exit(EXIT_BROKER_LOST_DATA)
+
+    asyncio.get_running_loop().call_later(LOST_DATA_EXIT_AFTER, leave)
 
 
 def install_web(app: faust.App, worker: Worker, runtime: MetricsRuntime | None = None) -> None:

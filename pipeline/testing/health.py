@@ -130,24 +130,6 @@ class RedWatch:
             found.append("simulate CLI exited without saying the broker lost data")
         return found
 
-    def settle(self, seconds: float) -> dict[str, Figure]:
-        """Leave the workers ``seconds`` more; what each one did."""
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            self.poll()
-            time.sleep(1.0)
-        out: dict[str, Figure] = {}
-        for i, worker in enumerate(self.workers):
-            if i in self.exited:
-                at, code = self.exited[i]
-                out[f"worker {i} on the empty broker"] = f"exited {code} after {at:.0f}s"
-            else:
-                health, value = self.status(worker)
-                out[f"worker {i} on the empty broker"] = (
-                    f"still up after {seconds:.0f}s more, healthz {health}, gauge {value}"
-                )
-        return out
-
 
 def _secs(value: float | None) -> Figure:
     return "never" if value is None else round(value, 1)

@@ -9,9 +9,11 @@ Run: workers process a first batch of events (checked by the usual oracle: Click
 them), a ``touchpoint simulate`` process keeps producing, then the broker is stopped and a
 new one started on the same port. Measured: seconds until each worker's ``/healthz`` answers
 503 and its ``touchpoint_worker_healthy`` gauge reads 0, and until the simulate CLI exits
-non-zero naming the lost data (all required within 30 s). Then what the workers do on the
-empty broker (they exit, fail-stop, or stay up and red: figures), and recovery the way an
-operator does it: ``create-topics`` again, restart the workers, produce a second batch, which
+non-zero naming the lost data (all required within 30 s). Then each worker must fail-stop:
+paused and red for ``LOST_DATA_EXIT_AFTER`` seconds, then exit with ``EXIT_BROKER_LOST_DATA``
+without committing (a worker that carried on would commit read positions of records the new
+broker never had, and its successors would skip that many new records). Then recovery the way
+an operator does it: ``create-topics`` again, restart the workers, produce a second batch, which
 must be delivered exactly once (lost 0, duplicates 0 after FINAL); the metric windows
 after recovery are reported, not judged: the workers' state went with the broker.
 """
@@ -40,6 +42,7 @@ from pipeline.testing.faults import (
 from pipeline.testing.health import RedWatch, simulate_cli
 from pipeline.testing.kafka import EmbeddedTansu, free_port
 from pipeline.testing.stack import Process
+from pipeline.worker_web import EXIT_BROKER_LOST_DATA, LOST_DATA_EXIT_AFTER
 from tests.faults.suite import Fault, Scale
 
 REPORT_WITHIN = 30.0
@@ -52,16 +55,14 @@ class Size:
     partitions: int
     workers: int
     produce_seconds: float
-    settle: float
-    """Seconds the workers are left on the empty broker before the operator steps in."""
     recover: bool
     """Go on with the operator's recovery (the long form; the short form stops at the
     reports, the part the test command must keep fast)."""
 
 
 SIZES = {
-    "short": Size(300, 2000, 2, 1, 4.0, 10.0, recover=False),
-    "long": Size(3000, 20_000, 4, 2, 20.0, 90.0, recover=True),
+    "short": Size(300, 2000, 2, 1, 4.0, recover=False),
+    "long": Size(3000, 20_000, 4, 2, 20.0, recover=True),
 }
 
 
@@ -96,6 +97,22 @@ def start_workers(env: FaultEnv, settings: Settings, first: int, count: int) -> 
     ]
 
 
+def fail_stopped(workers: list[Process], within: float, figures: dict[str, Figure]) -> list[str]:
+    """Wait for every worker to exit on its own; their exit codes go in ``figures``."""
+    deadline = time.monotonic() + within
+    while any(w.alive for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    codes = [w.popen.poll() if w.popen else None for w in workers]
+    figures["worker exit codes on the empty broker"] = " ".join(
+        "still up" if c is None else str(c) for c in codes
+    )
+    return [
+        f"worker {i}: exit code {c}, not {EXIT_BROKER_LOST_DATA} (fail-stop on lost data)"
+        for i, c in enumerate(codes)
+        if c != EXIT_BROKER_LOST_DATA
+    ]
+
+
 def run(env: FaultEnv, scale: Scale) -> FaultResult:
     size = SIZES[scale]
     settings = env.settings(partitions=size.partitions)
@@ -117,11 +134,11 @@ def run(env: FaultEnv, scale: Scale) -> FaultResult:
     }
     figures |= watch.figures()
     problems += watch.problems(REPORT_WITHIN)
+    problems += fail_stopped(workers, REPORT_WITHIN + LOST_DATA_EXIT_AFTER + 5, figures)
     if not size.recover:
         cli.stop()
         return FaultResult("broker-restart", figures, problems)
     create_topics(KafkaConfig.from_settings(settings), topic_specs(settings))  # the operator
-    figures |= watch.settle(size.settle)
     for worker in workers:
         worker.stop()
     cli.stop()
