@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from pipeline.broker import create_topics, topic_specs
+from pipeline.broker_watch import EXIT_BROKER_LOST_DATA, LOST_DATA_EXIT_AFTER
 from pipeline.kafka_config import KafkaConfig
 from pipeline.producers.sim_models import SimEvent
 from pipeline.producers.simulator import SimulationConfig, simulate
@@ -42,7 +43,6 @@ from pipeline.testing.faults import (
 from pipeline.testing.health import RedWatch, simulate_cli
 from pipeline.testing.kafka import EmbeddedTansu, free_port
 from pipeline.testing.stack import Process
-from pipeline.worker_web import EXIT_BROKER_LOST_DATA, LOST_DATA_EXIT_AFTER
 from tests.faults.suite import Fault, Scale
 
 REPORT_WITHIN = 30.0

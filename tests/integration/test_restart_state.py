@@ -80,9 +80,13 @@ def _stored(client: Any) -> int:
 
 
 def _stale_under_overridden(client: Any) -> list[tuple[Any, ...]]:
-    """Live stage transitions kept under an id that identity_overrides maps elsewhere."""
+    """Live stage transitions kept under an id that identity_overrides maps elsewhere. The
+    barrier's own events are left out: its second marker merges the first one's customer as
+    the very last link, and the retraction of the first marker's transition may still be on
+    its way when the barrier is seen (measured once in CI: ``barrier-1-…``, version 1)."""
     sql = (
-        "SELECT customer_id, to_stage, event_id, version FROM stage_transitions FINAL WHERE is_deleted = 0 AND customer_id IN "
+        "SELECT customer_id, to_stage, event_id, version FROM stage_transitions FINAL "
+        f"WHERE is_deleted = 0 AND {NOT_BARRIER} AND customer_id IN "
         "(SELECT customer_id FROM identity_overrides FINAL "
         " WHERE is_deleted = 0 AND current_customer_id != customer_id)"
     )
