@@ -65,7 +65,7 @@ class Decoded(Generic[M]):
     bad: list[DeadLetter] = field(default_factory=list)
 
     def token(self, topic: Any) -> str:
-        return dedup_token(topic.get_topic_name(), self.ranges.ranges)
+        return dedup_token(topic.get_topic_name(), self.ranges)
 
 
 def decode_batch(events: Sequence[Any], model: type[M], stage: str) -> Decoded[M]:
@@ -73,7 +73,7 @@ def decode_batch(events: Sequence[Any], model: type[M], stage: str) -> Decoded[M
     ``stage`` instead of stopping the stage (it can only be a bug or a foreign writer)."""
     out: Decoded[M] = Decoded()
     for event in events:
-        out.ranges.add(event.message.partition, event.message.offset)
+        out.ranges.add(event.message.partition, event.message.offset, event.message.timestamp)
         try:
             out.records.append(model.model_validate_json(event.value))
             out.offsets.append(event.message.offset)
@@ -153,15 +153,13 @@ async def handle_dead_letters(worker: Worker, topics: Topics, events: Sequence[A
     rows = []
     ranges = OffsetRanges()
     for event in events:
-        ranges.add(event.message.partition, event.message.offset)
+        ranges.add(event.message.partition, event.message.offset, event.message.timestamp)
         try:
             dl = DeadLetter.model_validate_json(event.value)
         except ValidationError as exc:
             dl = undecodable(raw_of(event), "sink-dead-letters", exc)
         rows.append(dead_letter_row(dl))
-    await worker.sinks["dead_letters"].write(
-        rows, dedup_token(topics.dlq.get_topic_name(), ranges.ranges)
-    )
+    await worker.sinks["dead_letters"].write(rows, dedup_token(topics.dlq.get_topic_name(), ranges))
 
 
 async def handle_links(worker: Worker, topics: Topics, events: Sequence[Any]) -> None:

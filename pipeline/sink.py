@@ -40,21 +40,41 @@ class RetryPolicy:
             delay = min(self.max_delay, delay * self.factor)
 
 
-def dedup_token(topic: str, ranges: dict[int, tuple[int, int]]) -> str:
-    """Token naming exactly the offsets an insert holds: ``topic|p:first-last,...``."""
-    parts = ",".join(f"{p}:{a}-{b}" for p, (a, b) in sorted(ranges.items()))
+def dedup_token(topic: str, ranges: OffsetRanges) -> str:
+    """Token naming exactly the messages an insert holds: ``topic|p:first-last@t1-t2,...``,
+    offsets and the Kafka timestamps (ms) of the first and last message of each partition.
+
+    Offsets alone are not enough: a broker that lost its data (the memory-only embedded one
+    after a restart) numbers new messages from 0 again, and their inserts would carry the
+    tokens of old ones and be dropped by ClickHouse as duplicates. A replay of the same
+    messages has the same timestamps, so it is still recognised."""
+    parts = ",".join(
+        f"{p}:{a}-{b}@{ranges.stamps.get(p, (0, 0))[0]}-{ranges.stamps.get(p, (0, 0))[1]}"
+        for p, (a, b) in sorted(ranges.ranges.items())
+    )
     return f"{topic}|{parts}"
 
 
 class OffsetRanges:
-    """First and last offset per partition of the messages in one batch."""
+    """First and last offset per partition of the messages in one batch, and their
+    timestamps."""
 
     def __init__(self) -> None:
         self.ranges: dict[int, tuple[int, int]] = {}
+        self.stamps: dict[int, tuple[int, int]] = {}
+        """Partition -> Kafka timestamps (ms) of its first and last message."""
 
-    def add(self, partition: int, offset: int) -> None:
+    def add(self, partition: int, offset: int, timestamp: float | None = None) -> None:
+        """One message; ``timestamp`` in seconds, as faust gives it."""
+        ms = round(timestamp * 1000) if timestamp is not None else 0
         first, last = self.ranges.get(partition, (offset, offset))
-        self.ranges[partition] = (min(first, offset), max(last, offset))
+        t_first, t_last = self.stamps.get(partition, (ms, ms))
+        if offset <= first:
+            first, t_first = offset, ms
+        if offset >= last:
+            last, t_last = offset, ms
+        self.ranges[partition] = (first, last)
+        self.stamps[partition] = (t_first, t_last)
 
 
 class ClickHouseSink:

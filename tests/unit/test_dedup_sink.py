@@ -71,11 +71,26 @@ def test_stage_bug_dead_letters_with_stage_name(monkeypatch: object) -> None:
     )
 
 
-def test_dedup_token_names_offsets_deterministically() -> None:
+def test_dedup_token_names_offsets_and_timestamps_deterministically() -> None:
     ranges = OffsetRanges()
-    for partition, offset in [(2, 7), (0, 5), (2, 3), (0, 6)]:
-        ranges.add(partition, offset)
-    assert dedup_token("t", ranges.ranges) == "t|0:5-6,2:3-7"
+    for partition, offset, ts in [(2, 7, 1.007), (0, 5, 1.0), (2, 3, 0.9), (0, 6, 1.5)]:
+        ranges.add(partition, offset, ts)
+    assert dedup_token("t", ranges) == "t|0:5-6@1000-1500,2:3-7@900-1007"
+
+
+def test_same_offsets_from_a_broker_that_lost_its_data_get_another_token() -> None:
+    """A broker restarted empty numbers new messages from 0 again: same offsets, other
+    timestamps, so ClickHouse must not take the new insert for a replay of the old one."""
+    before, after = OffsetRanges(), OffsetRanges()
+    before.add(0, 0, 100.0)
+    before.add(0, 9, 101.0)
+    after.add(0, 0, 500.0)
+    after.add(0, 9, 501.0)
+    assert dedup_token("t", before) != dedup_token("t", after)
+    replay = OffsetRanges()
+    replay.add(0, 0, 100.0)
+    replay.add(0, 9, 101.0)
+    assert dedup_token("t", replay) == dedup_token("t", before)
 
 
 def test_retry_backoff_grows_to_a_cap() -> None:
@@ -90,10 +105,20 @@ def test_undecodable_internal_message_becomes_a_dead_letter_of_its_stage() -> No
     from schemas.records import TouchpointBatch
 
     def event(partition: int, offset: int, value: bytes) -> SimpleNamespace:
-        message = SimpleNamespace(topic="tp.journeyed", partition=partition, offset=offset, timestamp=None)
+        message = SimpleNamespace(
+            topic="tp.journeyed", partition=partition, offset=offset, timestamp=offset / 10
+        )
         return SimpleNamespace(message=message, value=value)
 
-    got = decode_batch([event(1, 5, b'{"records": []}'), event(1, 6, b"garbage")], TouchpointBatch, "sink-touchpoints")
+    got = decode_batch(
+        [event(1, 5, b'{"records": []}'), event(1, 6, b"garbage")],
+        TouchpointBatch,
+        "sink-touchpoints",
+    )
     assert got.records == [TouchpointBatch(records=())]
-    assert [(d.reason, d.stage, d.src.offset, d.original) for d in got.bad] == [("stage_error", "sink-touchpoints", 6, b"garbage")]
-    assert got.token(SimpleNamespace(get_topic_name=lambda: "tp.journeyed")) == "tp.journeyed|1:5-6"
+    assert [(d.reason, d.stage, d.src.offset, d.original) for d in got.bad] == [
+        ("stage_error", "sink-touchpoints", 6, b"garbage")
+    ]
+    assert got.token(SimpleNamespace(get_topic_name=lambda: "tp.journeyed")) == (
+        "tp.journeyed|1:5-6@500-600"
+    )

@@ -18,7 +18,7 @@ def test_raise_fires_only_on_matching_keys() -> None:
     try:
         failpoints.hit("ingest.event", "ev-1")
         failpoints.hit("other", "poison-1")
-        with pytest.raises(FailpointError, match="ingest.event.*poison-2"):
+        with pytest.raises(FailpointError, match=r"ingest\.event.*poison-2"):
             failpoints.hit("ingest.event", "poison-2")
     finally:
         failpoints.configure("")

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import orjson
 
-from pipeline.identity_ops_dead_letters import names_person
 from pipeline.dedup import RecentIds
+from pipeline.identity_ops_dead_letters import names_person
 from pipeline.ingest import RawMessage, ingest_batch
 from pipeline.redact import pseudonym, redact_payload
 from pipeline.validate import ValidationConfig, hash_identifier
