@@ -39,6 +39,7 @@ from benchmarks.queries_sql import (
 )
 from pipeline.chclient import ClickHouseConfig, connect
 from pipeline.kafka_config import KafkaConfig
+from pipeline.migrate import migrate
 from pipeline.producers.kafka import make_producer
 from pipeline.producers.simulator import SimulationConfig, simulate
 from pipeline.stage_model import load_stage_model
@@ -99,6 +100,9 @@ def open_dataset(
         if found.copies == _copies(events, found.base_events):
             clickhouse.start()
             say(f"queries: reusing {found.touchpoints:,} touchpoints in {root}")
+            applied = migrate(client_for(clickhouse, ""), found.database)  # as a user upgrades
+            if applied:
+                say(f"queries: applied {len(applied)} newer migrations to the reused dataset")
             return clickhouse, found
         raise ValueError(f"{root} holds a dataset of {found.touchpoints} events, not {events}")
     started = time.monotonic()
