@@ -32,14 +32,20 @@ Body = dict[str, Any]
 
 
 @dataclass(frozen=True)
-class Size:
-    """How big one run of a data fault is (poison, duplicates, late-merges, schema-versions)."""
+class RunSize:
+    """How big one run of a fault is: what every fault sizes (each adds its own knobs)."""
 
     customers: int
     events: int
     partitions: int
     workers: int
     produce_seconds: float
+
+
+@dataclass(frozen=True)
+class Size(RunSize):
+    """How big one run of a data fault is (poison, duplicates, late-merges, schema-versions)."""
+
     drain_timeout: float
 
 

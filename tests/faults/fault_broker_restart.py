@@ -30,6 +30,7 @@ from pipeline.kafka_config import KafkaConfig
 from pipeline.producers.sim_models import SimEvent
 from pipeline.producers.simulator import SimulationConfig, simulate
 from pipeline.settings import Settings
+from pipeline.testing.fault_inputs import RunSize
 from pipeline.testing.faults import (
     FaultEnv,
     FaultResult,
@@ -49,12 +50,7 @@ REPORT_WITHIN = 30.0
 
 
 @dataclass(frozen=True)
-class Size:
-    customers: int
-    events: int
-    partitions: int
-    workers: int
-    produce_seconds: float
+class Size(RunSize):
     recover: bool
     """Go on with the operator's recovery (the long form; the short form stops at the
     reports, the part the test command must keep fast)."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from pipeline.producers.simulator import SimulationConfig, simulate
+from pipeline.testing.fault_inputs import RunSize
 from pipeline.testing.faults import (
     FaultEnv,
     FaultResult,
@@ -29,12 +30,7 @@ from tests.faults.suite import Fault, Scale
 
 
 @dataclass(frozen=True)
-class Size:
-    customers: int
-    events: int
-    partitions: int
-    workers: int
-    produce_seconds: float
+class Size(RunSize):
     kill_every: float
     drain_timeout: float
 

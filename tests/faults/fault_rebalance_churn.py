@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 from pipeline.producers.simulator import SimulationConfig, simulate
 from pipeline.settings import Settings
+from pipeline.testing.fault_inputs import RunSize
 from pipeline.testing.faults import (
     FaultEnv,
     FaultResult,
@@ -33,12 +34,7 @@ from tests.faults.suite import Fault, Scale
 
 
 @dataclass(frozen=True)
-class Size:
-    customers: int
-    events: int
-    partitions: int
-    workers: int
-    produce_seconds: float
+class Size(RunSize):
     churn_every: float
     drain_timeout: float
 
