@@ -19,11 +19,12 @@ Messages are applied in offset order; consecutive touchpoint batches are grouped
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass, field
 
 from pipeline.journey import advance, merge
 from pipeline.journey_profile import empty_state, journey_rows, profile_of, retired_rows
+from pipeline.journey_states import StateCache
 from pipeline.stage_model import StageModel
 from pipeline.stamp import customer_partition
 from schemas.journey import (
@@ -46,7 +47,8 @@ MAX_HOPS = 16
 class PartitionState:
     """What a worker keeps for one partition of ``<prefix>.valid``."""
 
-    states: dict[str, JourneyState] = field(default_factory=dict)
+    states: MutableMapping[str, JourneyState] = field(default_factory=StateCache)
+    """Compact at rest: see :mod:`pipeline.journey_states`."""
     redirects: dict[str, str] = field(default_factory=dict)
     merged: dict[str, int] = field(default_factory=dict)
 

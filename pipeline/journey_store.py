@@ -9,6 +9,8 @@ the batch; a worker that gets a partition rebuilds its states by replaying that 
 partition from the beginning (:meth:`JourneyStore.ensure`, lazily at the partition's first
 batch), and drops them when the partition is revoked.
 
+States are held compact (:mod:`pipeline.journey_states`).
+
 Known limit: the changelog is not compacted yet (it grows with every batch); restoring a
 partition reads all of it.
 """
@@ -22,6 +24,7 @@ from collections.abc import Iterable
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from pipeline.journey_stage import PartitionState
+from pipeline.journey_states import StateCache
 from pipeline.kafka_config import KafkaConfig
 from schemas.journey import JourneyChangelog
 
@@ -29,14 +32,14 @@ log = logging.getLogger("touchpoint.journey")
 
 
 async def read_partition(
-    topic: str, partition: int, kafka: KafkaConfig, poll_ms: int = 200
+    topic: str, partition: int, kafka: KafkaConfig, hot_states: int, poll_ms: int = 200
 ) -> PartitionState:
     """Replay one changelog partition from the beginning.
 
     Tansu's ListOffsets ``latest`` is one past the base offset of the last record batch,
     not past its last record, so reading stops only once the position reached that end
     *and* a poll came back empty."""
-    part = PartitionState()
+    part = PartitionState(states=StateCache(hot_states))
     consumer = AIOKafkaConsumer(enable_auto_commit=False, group_id=None, **kafka.aiokafka())
     await consumer.start()
     try:
@@ -66,8 +69,8 @@ async def read_partition(
 class JourneyStore:
     """The journey states of the partitions this worker owns."""
 
-    def __init__(self, changelog_topic: str, kafka: KafkaConfig) -> None:
-        self.topic, self.kafka = changelog_topic, kafka
+    def __init__(self, changelog_topic: str, kafka: KafkaConfig, hot_states: int) -> None:
+        self.topic, self.kafka, self.hot_states = changelog_topic, kafka, hot_states
         self.partitions: dict[int, PartitionState] = {}
         self._lock = asyncio.Lock()
 
@@ -76,7 +79,7 @@ class JourneyStore:
         async with self._lock:
             part = self.partitions.get(partition)
             if part is None:
-                part = await read_partition(self.topic, partition, self.kafka)
+                part = await read_partition(self.topic, partition, self.kafka, self.hot_states)
                 self.partitions[partition] = part
             return part
 

@@ -118,6 +118,9 @@ class Settings(BaseSettings):
     stage_model_path: Path | None = Field(
         None, description="Stage model TOML file (unset: the shipped default)."
     )
+    journey_hot_states: int = Field(
+        10_000, ge=1, description="Journey states kept decoded per partition (the rest compressed)."
+    )
     metrics_allowed_lateness: float = Field(
         1800.0, gt=0, description="Event-time seconds after a window's end before it is final."
     )

@@ -104,6 +104,8 @@ def make_worker(settings: Settings, metrics: PipelineMetrics) -> Worker:
         sinks=sinks,
         stage_model=load_stage_model(settings.stage_model_path),
         journeys=JourneyStore(
-            settings.topic("journey-changelog"), KafkaConfig.from_settings(settings)
+            settings.topic("journey-changelog"),
+            KafkaConfig.from_settings(settings),
+            hot_states=settings.journey_hot_states,
         ),
     )
