@@ -1,15 +1,14 @@
 """Journey state durability: per-partition in-memory states and their changelog topic.
 
 A faust Table write per event costs about 300 µs here, so the journey stage keeps its
-states in a plain dict per partition and persists them once per batch: one
-:class:`JourneyChangelog` message per batch and partition on ``<prefix>.journey-changelog``
+states in memory per partition (compact at rest: :mod:`pipeline.journey_states`) and
+persists them once per batch: one :class:`JourneyChangelog` message per batch and partition
+on ``<prefix>.journey-changelog``
 (same partition count and numbering as ``<prefix>.valid``), holding the states the batch
 changed. The handler writes it after the batch's outputs are delivered and before faust acks
 the batch; a worker that gets a partition rebuilds its states by replaying that changelog
 partition from the beginning (:meth:`JourneyStore.ensure`, lazily at the partition's first
 batch), and drops them when the partition is revoked.
-
-States are held compact (:mod:`pipeline.journey_states`).
 
 Known limit: the changelog is not compacted yet (it grows with every batch); restoring a
 partition reads all of it.
