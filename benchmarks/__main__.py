@@ -19,7 +19,7 @@ from rich.table import Table
 
 from benchmarks.common import CHILDREN, ROOT, Figures, Workload, machine, make_events
 
-NAMES = ("drain", "freshness", "metric-freshness", "stages", "queries")
+NAMES = ("drain", "memory", "freshness", "metric-freshness", "stages", "queries")
 console = Console(stderr=True)
 Step = tuple[str, Callable[[], list[Figures]]]
 
@@ -32,13 +32,18 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--only",
         choices=NAMES,
         action="append",
-        help="run only this benchmark (repeatable; memory comes with drain)",
+        help="run only this benchmark (repeatable)",
     )
     p.add_argument(
         "--out",
         type=Path,
         default=ROOT / "benchmarks/results/latest.json",
         help="JSON results path (benchmarks/results/latest.json)",
+    )
+    p.add_argument(
+        "--memory-customers",
+        default="100000,1000000",
+        help="memory: customer counts at which the worker's RSS is read (100000,1000000)",
     )
     p.add_argument(
         "--workers", default="1,2", help="pipeline worker counts for drain, comma-separated (1,2)"
@@ -136,6 +141,12 @@ def _steps(args: argparse.Namespace, workload: Workload, extra: dict[str, Any]) 
 
         return drain(workload, args.runs, [int(w) for w in args.workers.split(",") if w], say)
 
+    def memory_step() -> list[Figures]:
+        from benchmarks.memory import memory
+
+        targets = [int(c) for c in args.memory_customers.split(",") if c]
+        return [memory(targets, args.runs, say)]
+
     def freshness_step() -> list[Figures]:
         from benchmarks.freshness import freshness
 
@@ -157,7 +168,8 @@ def _steps(args: argparse.Namespace, workload: Workload, extra: dict[str, Any]) 
         return [group]
 
     steps = {
-        "stages": stages_step, "drain": drain_step, "freshness": freshness_step,
+        "stages": stages_step, "drain": drain_step, "memory": memory_step,
+        "freshness": freshness_step,
         "metric-freshness": metric_freshness_step, "queries": queries_step,
     }  # fmt: skip
     return [(name, steps[name]) for name in NAMES if name in set(args.only or NAMES)]
@@ -173,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     errors: dict[str, str] = {}
     code = 0
     try:
-        simulated = set(args.only or NAMES) - {"queries"}  # queries makes its own data
+        simulated = set(args.only or NAMES) - {"queries", "memory"}  # these make their own data
         say(f"simulating {args.events} events" if simulated else "no simulated events needed")
         workload = make_events(args.events) if simulated else Workload([])
         extra["events"] = len(workload.events)

@@ -65,6 +65,20 @@ def is_transient(exc: BaseException) -> bool:
     return code is None or code in TRANSIENT_CODES if isinstance(exc, DatabaseError) else True
 
 
+def without_dataframes() -> None:
+    """Declare pandas and polars absent for clickhouse-connect in this process.
+
+    clickhouse-connect checks the data of every insert against ``pandas.DataFrame``, which
+    imports pandas (and pyarrow with it) on the first insert: about 70 MB of resident memory
+    in a worker that only ever inserts Python rows. With these set to None it treats them as
+    not installed (its own fallback when the import fails). For processes that never ask for
+    a DataFrame or an Arrow table: the workers."""
+    from clickhouse_connect.driver import options
+
+    for name in ("pd", "pl"):
+        setattr(options, name, None)
+
+
 def connect(cfg: ClickHouseConfig, *, database: str | None = None, **kwargs: Any) -> Client:
     """Open a clickhouse-connect HTTP client; ``database=""`` connects without one.
 
