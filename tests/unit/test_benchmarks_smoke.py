@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from benchmarks.__main__ import parse, table
 from benchmarks.common import Figures, make_events, spread
+from benchmarks.memory import one_event_each
 from benchmarks.queries import p95
 from benchmarks.queries_catalog import docs_items
 from benchmarks.queries_sql import copy_sql
@@ -65,3 +68,17 @@ def test_copies_suffix_ids_and_shift_times() -> None:
     assert "at - toIntervalMillisecond(n * 7000) AS at" in sql
     with pytest.raises(ValueError, match="alerts"):
         copy_sql("alerts", 1, 1)
+
+
+def test_memory_workload_is_one_valid_event_per_customer() -> None:
+    from pydantic import TypeAdapter
+
+    from schemas.events import TouchpointEvent
+
+    workload = one_event_each(50)
+    contract: TypeAdapter[Any] = TypeAdapter(TouchpointEvent)
+    events = [contract.validate_json(e.payload) for e in workload.events]
+    cookies = {e.identifiers.anonymous_id for e in events}
+    assert len(cookies) == len(workload.valid_ids) == 50 and workload.malformed == 0
+    assert sum(1 for e in events if e.identifiers.email) == 25
+    assert parse(["--only", "memory"]).memory_customers == "100000,1000000"
