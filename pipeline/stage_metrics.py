@@ -29,6 +29,7 @@ Key = tuple[str, str, str]
 """(customer_id, journey_id, stage): a ``stage_transitions`` key."""
 JKey = tuple[str, str]
 IDLE_INPUTS = 200
+SHARED_MAX = 100_000
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,10 @@ class MetricsState:
     customer_journeys: dict[str, tuple[str, ...]] = field(default_factory=dict)
     segments: dict[str, str] = field(default_factory=dict)
     contrib: dict[Key, tuple[Item, ...]] = field(default_factory=dict)
+    shared: dict[tuple[Item, ...], tuple[Item, ...]] = field(default_factory=dict)
+    """One object per distinct contribution: most rows of a window, stage, channel and
+    segment contribute the same entry, and sharing it saves ~180 bytes a row. A cache only
+    (equal values compare equal whether shared or not): emptied when it grows too large."""
     timers: list[tuple[float, Key]] = field(default_factory=list)
     newest: float = float("-inf")
     partitions: dict[int, tuple[float, int]] = field(default_factory=dict)
@@ -238,7 +243,17 @@ def _items(state: MetricsState, key: Key, e: Entry) -> tuple[Item, ...]:
             items.append(("dropoffs", start_of(due), stage, e.channel, segment, None, None))
         else:
             heapq.heappush(state.timers, (due, key))
-    return tuple(items)
+    return _shared(state, tuple(items))
+
+
+def _shared(state: MetricsState, items: tuple[Item, ...]) -> tuple[Item, ...]:
+    known = state.shared.get(items)
+    if known is not None:
+        return known
+    if len(state.shared) >= SHARED_MAX:
+        state.shared.clear()
+    state.shared[items] = items
+    return items
 
 
 def _conversion_at(state: MetricsState, key: Key, e: Entry) -> float | None:

@@ -215,3 +215,12 @@ def test_the_clocks_follow_the_slowest_active_partition() -> None:
     for _ in range(250):  # partition 1 goes quiet: it stops holding the clocks back
         step(state, MetricInput(newest_event_at=at(90), partitions={"0": at(90)}), at(90))
     assert state.windows.complete_until == at(89).timestamp()
+
+
+def test_rows_with_the_same_contribution_share_one_object() -> None:
+    state = MetricsState(CONFIG)
+    feed(state, 1, row("x", "a", 0.2), row("y", "a", 0.6), row("z", "a", 0.4, channel="chat"))
+    x, y, z = (state.contrib[(c, "j1", "a")] for c in "xyz")
+    assert x is y and x == y and z != x  # same window, stage, channel and segment
+    feed(state, 4, row("x", "b", 3.0))  # x converts: its contribution is its own again
+    assert state.contrib[("x", "j1", "a")] != y and state.contrib[("y", "j1", "a")] is y
