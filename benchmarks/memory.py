@@ -18,6 +18,7 @@ import json
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from benchmarks.common import CHILDREN, Figures, Workload, poll_until, rss_kib
 from benchmarks.drain import Stack, fresh_stack, produce, run_bare_faust
@@ -47,14 +48,15 @@ def one_event_each(customers: int, seed: int = 11) -> Workload:
         }  # fmt: skip
         events.append(SimEvent(
             payload=json.dumps(payload).encode(), key=cookie.encode(), event_id=event_id,
-            truth_customer=cookie, malformed=None, malformed_kind=None, duplicate=False,
+            truth_customer=i, malformed=None, malformed_kind=None, duplicate=False,
             occurred_at=at, delivered_at=at, channel="web", event_type="page_view", tag="",
         ))  # fmt: skip
     return Workload(events)
 
 
-def _rows(stack: Stack, database: str) -> int:
-    return int(stack.client(database).query("SELECT count() FROM touchpoints").result_rows[0][0])
+def _reached(stack: Stack, database: str, rows: int) -> bool:
+    sql = "SELECT count() FROM touchpoints"
+    return int(stack.client(database).query(sql).result_rows[0][0]) >= rows
 
 
 def run_worker(stack: Stack, raw: str, targets: list[int], say: Say) -> dict[int, int]:
@@ -65,10 +67,12 @@ def run_worker(stack: Stack, raw: str, targets: list[int], say: Say) -> dict[int
     got: dict[int, int] = {}
     try:
         poll_until(lambda: worker_ready(proc), 120, "worker ready")
+        pid = proc.popen.pid  # started above, so popen is set
+        database = settings.clickhouse_database
         for target in targets:
-            poll_until(lambda t=target: _rows(stack, settings.clickhouse_database) >= t,  # type: ignore[misc]
-                       max(600.0, target / 200), f"{target} customers stored", interval=1.0)  # fmt: skip
-            got[target] = rss_kib(proc.popen.pid) or 0  # type: ignore[union-attr]
+            poll_until(partial(_reached, stack, database, target), max(600.0, target / 200),
+                       f"{target} customers stored", interval=1.0)  # fmt: skip
+            got[target] = rss_kib(pid) or 0
             say(f"memory: {target} customers, worker RSS {got[target] / 1024:.0f} MiB")
         sql = "SELECT uniqExact(customer_id) FROM touchpoints"
         distinct = stack.client(settings.clickhouse_database).query(sql).result_rows[0][0]
