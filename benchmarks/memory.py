@@ -20,6 +20,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
+from clickhouse_connect.driver.client import Client
+
 from benchmarks.common import CHILDREN, Figures, Workload, poll_until, rss_kib
 from benchmarks.drain import Stack, fresh_stack, produce, run_bare_faust
 from pipeline.producers.sim_models import SimEvent
@@ -54,9 +56,9 @@ def one_event_each(customers: int, seed: int = 11) -> Workload:
     return Workload(events)
 
 
-def _reached(stack: Stack, database: str, rows: int) -> bool:
+def _reached(client: Client, rows: int) -> bool:
     sql = "SELECT count() FROM touchpoints"
-    return int(stack.client(database).query(sql).result_rows[0][0]) >= rows
+    return int(client.query(sql).result_rows[0][0]) >= rows
 
 
 def run_worker(stack: Stack, raw: str, targets: list[int], say: Say) -> dict[int, int]:
@@ -68,14 +70,14 @@ def run_worker(stack: Stack, raw: str, targets: list[int], say: Say) -> dict[int
     try:
         poll_until(lambda: worker_ready(proc), 120, "worker ready")
         pid = proc.popen.pid  # started above, so popen is set
-        database = settings.clickhouse_database
+        client = stack.client(settings.clickhouse_database)
         for target in targets:
-            poll_until(partial(_reached, stack, database, target), max(600.0, target / 200),
+            poll_until(partial(_reached, client, target), max(600.0, target / 200),
                        f"{target} customers stored", interval=1.0)  # fmt: skip
             got[target] = rss_kib(pid) or 0
             say(f"memory: {target} customers, worker RSS {got[target] / 1024:.0f} MiB")
         sql = "SELECT uniqExact(customer_id) FROM touchpoints"
-        distinct = stack.client(settings.clickhouse_database).query(sql).result_rows[0][0]
+        distinct = client.query(sql).result_rows[0][0]
         if distinct < targets[-1]:
             raise AssertionError(f"memory: {distinct} distinct customers, expected {targets[-1]}")
         return got

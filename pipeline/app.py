@@ -7,6 +7,7 @@ arguments.
 from __future__ import annotations
 
 from pipeline import failpoints
+from pipeline.chclient import without_dataframes
 from pipeline.faust_app import build_app
 from pipeline.logs import configure_logging
 from pipeline.settings import load_settings
@@ -14,6 +15,7 @@ from pipeline.settings import load_settings
 settings = load_settings()
 configure_logging(settings.log_level)
 failpoints.configure(settings.failpoints)
+without_dataframes()  # the sinks insert rows; pandas would cost ~70 MB for nothing
 app = build_app(settings)
 
 __all__ = ["app", "settings"]

@@ -302,17 +302,18 @@ def _forget(state: MetricsState, key: Key) -> None:
     stages = state.journeys.get((customer, journey))
     if stages is None:
         return
-    stages = state.journeys[(customer, journey)] = _without(stages, stage)
-    if stages:
+    if stages := _without(stages, stage):
+        state.journeys[(customer, journey)] = stages
         return
     del state.journeys[(customer, journey)]
     journeys = state.customer_journeys.get(customer)
     if journeys is None:
         return
-    journeys = state.customer_journeys[customer] = _without(journeys, journey)
-    if not journeys:
-        del state.customer_journeys[customer]
-        state.segments.pop(customer, None)
+    if journeys := _without(journeys, journey):
+        state.customer_journeys[customer] = journeys
+        return
+    del state.customer_journeys[customer]
+    state.segments.pop(customer, None)
 
 
 def _with(group: tuple[str, ...], item: str) -> tuple[str, ...]:

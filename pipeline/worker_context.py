@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from pipeline.assignment_map import AssignmentMap
-from pipeline.chclient import ClickHouseConfig, connect, without_dataframes
+from pipeline.chclient import ClickHouseConfig, connect
 from pipeline.dedup import RecentIds
 from pipeline.identity_graph import GuardrailConfig, IdentityGraph
 from pipeline.journey_store import JourneyStore
@@ -86,7 +86,6 @@ def raw_consumer_config(settings: Settings) -> RawConsumerConfig:
 
 def make_worker(settings: Settings, metrics: PipelineMetrics) -> Worker:
     ch = ClickHouseConfig.from_settings(settings)
-    without_dataframes()  # the sinks insert rows; pandas would cost ~70 MB for nothing
     retry = RetryPolicy(max_delay=settings.sink_retry_max_seconds)
 
     def factory() -> Any:
