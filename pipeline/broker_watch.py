@@ -27,6 +27,10 @@ BROKER_STALE_AFTER = 30.0
 LOST_DATA_EXIT_AFTER = 15.0
 """Seconds a worker that saw the broker lose data stays up, paused and red, before it exits."""
 EXIT_BROKER_LOST_DATA = 75
+HIGHWATERS_TIMEOUT = 10.0
+"""Seconds one end-offsets request may take. aiokafka waits up to its request timeout
+(90 s): a worker stopping or rebalancing stalled that long in a commit, still a member of
+the group, and held up every worker joining it."""
 
 
 @dataclass
@@ -45,12 +49,18 @@ class BrokerHealth:
         return found
 
 
-async def read_highs(app: faust.App, health: BrokerHealth, tps: Iterable[Any]) -> dict[Any, int]:
+async def read_highs(
+    app: faust.App, health: BrokerHealth, tps: Iterable[Any], within: float = HIGHWATERS_TIMEOUT
+) -> dict[Any, int]:
     """One broker round trip: the end offsets of ``tps`` (empty when the broker did not
-    answer). End offsets lower than seen before mean the broker lost data: fail-stop."""
+    answer within ``within`` seconds). End offsets lower than seen before mean the broker
+    lost data: fail-stop."""
     tps = sorted(tps)
     try:
-        highs = dict(await app.consumer.highwaters(*tps)) if tps else {}
+        highs = dict(await asyncio.wait_for(app.consumer.highwaters(*tps), within)) if tps else {}
+    except TimeoutError:
+        health.error = f"end offsets not answered within {within:g}s"
+        return {}
     except Exception as exc:  # any broker failure: health goes red after BROKER_STALE_AFTER
         health.error = f"{type(exc).__name__}: {exc}"
         return {}
@@ -91,7 +101,7 @@ def stop_on_lost_data(app: faust.App, reason: str) -> None:
     asyncio.get_running_loop().call_later(LOST_DATA_EXIT_AFTER, leave)
 
 
-def guard_commits(app: faust.App, health: BrokerHealth) -> None:
+def guard_commits(app: faust.App, health: BrokerHealth, within: float = HIGHWATERS_TIMEOUT) -> None:
     """Check the broker before each commit of faust's consumer; refuse it once data is lost,
     or when the end offsets could not be read (a new broker may not have the topics yet).
     A refused commit is not lost work: the next one covers the same partitions, and at worst
@@ -100,7 +110,7 @@ def guard_commits(app: faust.App, health: BrokerHealth) -> None:
     commit = consumer._commit  # its driver-level commit
 
     async def checked(offsets: Mapping[Any, int]) -> bool:
-        await read_highs(app, health, offsets)
+        await read_highs(app, health, offsets, within)
         if health.lost_data or health.error:  # unchecked: the next commit covers these
             reason = health.lost_data or f"end offsets unknown: {health.error}"
             log.error("commit of %d partitions refused: %s", len(offsets), reason)
