@@ -174,10 +174,11 @@ class Detector:
         center = statistics.median(history)
         mad = statistics.median(abs(x - center) for x in history)
         learned = max(sum(series.kernel.converted), 1)
-        scale = max(1.4826 * mad, math.sqrt(1 / max(r.expected, 1e-9) + 1 / learned))
         rate = min(1.0, max(0.0, 1.0 - (1.0 - r.baseline) * r.ratio / max(center, 1e-9)))
         relative = rate / r.baseline - 1 if r.baseline > 0 else (math.inf if rate > 0 else 0.0)
-        z = (center - r.ratio) / scale
+        z = deficit_z(r.observed, r.expected * center, learned)
+        if mad > 0:  # the history's own spread, when wider than counting noise, decides
+            z = min(z, (center - r.ratio) / (1.4826 * mad), key=abs)
         return replace(r, rate=rate, relative=relative, z=z)
 
     def _normal(self, series: Series, start: int, readings: list[Reading]) -> None:
@@ -244,3 +245,19 @@ class Detector:
                 "firing": series.firing is not None, "suppressed": suppressed,
             }
         )  # fmt: skip
+
+
+def deficit_z(observed: float, usual: float, learned: int) -> float:
+    """How many standard deviations ``observed`` conversions fall short of the ``usual``
+    count: the signed root of the Poisson deviance (exact in the tail, where the normal
+    approximation overstates how often a deficit happens by chance), widened by the noise
+    of a baseline learned from ``learned`` conversions. Positive for a deficit."""
+    if usual <= 0:
+        return 0.0
+    deviance = (
+        2 * (observed * math.log(observed / usual) - observed + usual)
+        if observed > 0
+        else 2 * usual
+    )
+    root = math.copysign(math.sqrt(max(deviance, 0.0)), usual - observed)
+    return root / math.sqrt(1 + usual / max(learned, 1))

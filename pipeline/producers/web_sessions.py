@@ -104,14 +104,21 @@ def _cart(
     return total
 
 
+def _pay(c: Customer, w: World) -> None:
+    """The customer fills in the payment form: the checkout succeeds or fails at the end of
+    it (an incident that breaks checkouts hits the payments made while it lasts)."""
+    c.t += w.rng.uniform(20, 180)
+
+
 def _order(c: Customer, w: World, ids: dict[str, str], tag: str | None, total: float) -> Session:
-    """The purchase (a crm_id from the first one on) and its confirmation email."""
+    """The purchase, at the end of the payment (a crm_id from the first one on), and its
+    confirmation email."""
     rng = w.rng
     if c.crm_id is None:
         c.crm_id = w.new_id(c, "crm_id")
     order = {"anonymous_id": ids["anonymous_id"], "user_id": str(c.user_id), "crm_id": c.crm_id}
     props = {"order_id": w.serial("ord-"), "revenue": total, "currency": "USD"}
-    yield w.ev(c, rng.uniform(20, 180), "web", "purchase", order, props, tag or LINK)
+    yield w.ev(c, 0.0, "web", "purchase", order, props, tag or LINK)
     address = {"email": w.show_email(c.emails[0])}
     mail = {"campaign_id": "order_confirmation", "message_id": w.serial("msg-"),
             "kind": "transactional"}  # fmt: skip
@@ -131,6 +138,7 @@ def _account(c: Customer, w: World) -> Session:
         yield w.click(c, "web", "page_view", ids, {"url": rng.choice(ACCOUNT_PAGES)}, tag)
     if "user_id" in ids and rng.random() < 0.35:
         total = yield from _cart(c, w, ids, tag)
+        _pay(c, w)
         yield from _order(c, w, ids, tag, total)
 
 

@@ -4,13 +4,16 @@ the moment of deciding (as a failing checkout does)."""
 
 from __future__ import annotations
 
+import math
 import random
 from collections import defaultdict
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
-from pipeline.dropoff_alerts import AlertConfig, Detector
+import pytest
+
+from pipeline.dropoff_alerts import AlertConfig, Detector, deficit_z
 from pipeline.dropoff_baseline import History, Kernel
 from pipeline.metrics_windows import Agg
 from schemas.metrics import ALL
@@ -136,3 +139,15 @@ def test_channels_are_judged_only_with_volume_and_stages_without_timeout_never()
 def test_noise_does_not_fire() -> None:
     d, s = detector(), Stream(seed=3)
     assert not firing(run(d, s, [0.3] * 360))
+
+
+def test_deficit_z_is_the_poisson_tail_not_the_normal_one() -> None:
+    # 46 where 80 are usual: the normal approximation says z = 34 / sqrt(80) = 3.8; the
+    # Poisson probability of 46 or fewer is 2.6e-5, a one-sided z of 4.05 (the deviance: 4.13)
+    assert deficit_z(46, 80, learned=10**9) == pytest.approx(4.13, abs=0.01)
+    assert deficit_z(80, 80, learned=100) == 0
+    assert deficit_z(120, 80, learned=10**9) < 0  # a surplus is no deficit
+    assert deficit_z(0, 80, learned=10**9) == pytest.approx(math.sqrt(160))
+    # a baseline learned from few conversions is itself noisy: the same deficit counts less
+    assert deficit_z(46, 80, learned=80) == pytest.approx(4.13 / math.sqrt(2), abs=0.01)
+    assert deficit_z(5, 0, learned=10) == 0
