@@ -6,9 +6,10 @@ what moves at once: conversions. Over the last ``fast_span_windows`` and the las
 ``span_windows`` windows it compares the conversions observed with those expected from the
 recent entries (:mod:`pipeline.dropoff_baseline`). From their ratio it derives the current
 drop-off rate (``1 - converting x ratio / usual ratio``) against the baseline rate, and a
-z-score: the ratio's distance from its median over the last ``baseline_windows`` normal
-evaluations, in units of the larger of 1.4826 x their median absolute deviation and the
-Poisson noise of the expected count. An alert fires when, in either span, the relative
+z-score of the deficit against the usual ratio (the median over the last
+``baseline_windows`` normal evaluations): Poisson (:func:`deficit_z`), or against the
+ratios' own spread (1.4826 x their median absolute deviation) when that is wider and gives
+less. An alert fires when, in either span, the relative
 increase, the z-score and the volume (expected conversions) are all at or above their
 thresholds for ``confirm`` consecutive evaluations; the short span finds a doubling within
 two windows at a few dozen conversions per minute, the long one smaller increases. It
@@ -44,7 +45,7 @@ class AlertConfig:
     max_lag_windows: int = 30
     """Conversions up to this many windows after the entry's window are expected."""
     relative_increase: float = 0.5
-    zscore: float = 4.0
+    zscore: float = 3.5
     min_volume: int = 30
     """Least expected conversions in a span to judge it."""
     confirm: int = 1
