@@ -173,8 +173,9 @@ def summary_table(results: list[RunResult]) -> Table:
         table.add_row("max delay (windows)", f"{delays[-1]:.1f}")
     for size in sorted({d.incident.dropoff_multiplier for d in detections}):
         of = [d for d in detections if d.incident.dropoff_multiplier == size]
-        found = sum(1 for d in of if d.fired is not None)
-        table.add_row(f"detected at drop-off x{size:g}", f"{found}/{len(of)}")
+        found = [f"{d.delay_windows:.0f}" for d in of if d.delay_windows is not None]
+        shown = f"{len(found)}/{len(of)}" + (f" (delays {', '.join(found)})" if found else "")
+        table.add_row(f"detected at drop-off x{size:g}", shown)
     resolved = sum(1 for d in detections if d.resolved is not None)
     table.add_row("resolved after the incident", str(resolved))
     table.add_row("false alerts", str(false))
