@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from pipeline.producers.contact_sessions import _SESSIONS, _call, _newsletter
 from pipeline.producers.identities import Customer
 from pipeline.producers.segments import STAGES, Draft, Stage, StageRun
-from pipeline.producers.web_sessions import _advocate, _cart, _open_web, _order, _pay, _signup
+from pipeline.producers.web_sessions import _advocate, _cart, _open_web, _order, _signup
 
 if TYPE_CHECKING:
     from pipeline.producers.world import World
@@ -57,8 +57,7 @@ def _purchase(c: Customer, w: World) -> StageRun:
     if c.user_id is None:
         ids = yield from _signup(c, w, ids, tag)
     total = yield from _cart(c, w, ids, tag)
-    _pay(c, w)  # the checkout's drop-off is decided when the payment is made
-    if not w.advances(c, "purchase"):
+    if not w.pays(c):
         return False
     yield from _order(c, w, ids, tag, total)
     return True

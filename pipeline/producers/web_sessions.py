@@ -105,8 +105,7 @@ def _cart(
 
 
 def _pay(c: Customer, w: World) -> None:
-    """The customer fills in the payment form: the checkout succeeds or fails at the end of
-    it (an incident that breaks checkouts hits the payments made while it lasts)."""
+    """A returning customer fills in the payment form (see :meth:`World.pays`)."""
     c.t += w.rng.uniform(20, 180)
 
 

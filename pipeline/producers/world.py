@@ -155,6 +155,23 @@ class World:
         self.end(c, "dropped", tuple(sorted(c.pains)))
         return False
 
+    def pays(self, c: Customer) -> bool:
+        """Whether the first checkout of ``c`` goes through. The customer fills in the payment
+        form (20 s to 3 min) and the outcome is decided when the payment is made, so an
+        incident that breaks checkouts hits the payments made while it lasts; ``c.t`` ends
+        at the payment. Without a purchase incident the moment changes nothing, and the
+        draws keep the order of earlier versions: a seed gives the same events as before."""
+        if any(stage == "purchase" for stage, *_ in self.drops.incidents):
+            c.t += self.rng.uniform(20, 180)
+            paid = self.rng.random() >= self.drops.probability("purchase", c.t, c.pains)
+        else:
+            paid = self.rng.random() >= self.drops.probability("purchase", c.t, c.pains)
+            if paid:
+                c.t += self.rng.uniform(20, 180)
+        if not paid:
+            self.end(c, "dropped", tuple(sorted(c.pains)))
+        return paid
+
     def end(self, c: Customer, outcome: str, causes: tuple[str, ...] = ()) -> None:
         self.ledger.finish(c.idx, outcome, c.t, causes)
         self.adversary.retire(c)

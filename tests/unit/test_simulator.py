@@ -351,9 +351,7 @@ def test_drop_off_causes_raise_drop_off(cause: str) -> None:
         dropped = sum(t.outcome == "dropped" and t.stages[-1][0] == stage for t in group)
         rates[flagged] = dropped / len(group)
         assert len(group) > 30
-    # long_phone_hold: x2.5 on consideration's ~0.6 is capped at 0.95 (ratio at most 1.58);
-    # across seeds its measured ratio is 1.29-1.5, the others' 1.6-1.9
-    assert rates[True] > 1.25 * rates[False], rates
+    assert rates[True] > 1.4 * rates[False], rates
 
 
 def test_drop_off_causes_are_exposed_strongest_first() -> None:
