@@ -104,11 +104,6 @@ def _cart(
     return total
 
 
-def _pay(c: Customer, w: World) -> None:
-    """A returning customer fills in the payment form (see :meth:`World.pays`)."""
-    c.t += w.rng.uniform(20, 180)
-
-
 def _order(c: Customer, w: World, ids: dict[str, str], tag: str | None, total: float) -> Session:
     """The purchase, at the end of the payment (a crm_id from the first one on), and its
     confirmation email."""
@@ -137,7 +132,7 @@ def _account(c: Customer, w: World) -> Session:
         yield w.click(c, "web", "page_view", ids, {"url": rng.choice(ACCOUNT_PAGES)}, tag)
     if "user_id" in ids and rng.random() < 0.35:
         total = yield from _cart(c, w, ids, tag)
-        _pay(c, w)
+        w.pay(c)
         yield from _order(c, w, ids, tag, total)
 
 

@@ -162,15 +162,19 @@ class World:
         at the payment. Without a purchase incident the moment changes nothing, and the
         draws keep the order of earlier versions: a seed gives the same events as before."""
         if any(stage == "purchase" for stage, *_ in self.drops.incidents):
-            c.t += self.rng.uniform(20, 180)
+            self.pay(c)
             paid = self.rng.random() >= self.drops.probability("purchase", c.t, c.pains)
         else:
             paid = self.rng.random() >= self.drops.probability("purchase", c.t, c.pains)
             if paid:
-                c.t += self.rng.uniform(20, 180)
+                self.pay(c)
         if not paid:
             self.end(c, "dropped", tuple(sorted(c.pains)))
         return paid
+
+    def pay(self, c: Customer) -> None:
+        """The customer fills in the payment form: 20 s to 3 min."""
+        c.t += self.rng.uniform(20, 180)
 
     def end(self, c: Customer, outcome: str, causes: tuple[str, ...] = ()) -> None:
         self.ledger.finish(c.idx, outcome, c.t, causes)
