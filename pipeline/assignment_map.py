@@ -33,15 +33,22 @@ FORGOTTEN = ""
 
 @dataclass
 class AssignmentMap:
-    """node -> (customer id, version), newest version wins."""
+    """node -> (customer id, version), newest version wins; and the shared lines."""
 
     entries: dict[str, tuple[str, int]] = field(default_factory=dict)
+    shared: set[str] = field(default_factory=set)
+    """Nodes that stand for no one person (see :func:`pipeline.stamp.stamp`)."""
     caught_up: asyncio.Event = field(default_factory=asyncio.Event)
 
     def apply(self, assignment: NodeAssignment) -> None:
-        known = self.entries.get(assignment.node)
+        node = assignment.node
+        known = self.entries.get(node)
         if known is None or known[1] <= assignment.version:
-            self.entries[assignment.node] = (assignment.customer_id, assignment.version)
+            self.entries[node] = (assignment.customer_id, assignment.version)
+            if assignment.shared:
+                self.shared.add(node)
+            else:
+                self.shared.discard(node)
 
     def customer_of(self, node: str) -> str:
         """The node's customer: its assignment, else its fallback id."""

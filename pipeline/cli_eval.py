@@ -171,7 +171,8 @@ def render(report: StitchingReport, console: Console) -> None:
     console.print(table)
     console.print(
         f"best achievable: links only identifiers truly of one person (recall ceiling); "
-        f"identifier sets: one cluster per distinct identifier set (precision ceiling "
+        f"identifier sets: one cluster per distinct identifier set (precision ceiling of "
+        f"identifier-only rules, which shared lines can pass: "
         f"{report.ceiling.bcubed_precision:.4f}); attributable: the {c.attributable:,} events "
         f"carrying an identifier truly of their person"
     )

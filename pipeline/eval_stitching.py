@@ -20,6 +20,9 @@ Two bounds frame the scores:
   of it, and merging clusters never raises B-cubed precision, so no such resolver scores
   a higher precision: events of several people that carry the very same identifiers (a
   switchboard phone alone, a shared laptop's cookie, a forwarded email) cap it below 1.
+  The shared-line rule is not such a resolver: it gives the lone calls from a phone on two
+  calls at once a customer each (from call times, not identifiers), so it can pass this
+  bound.
 
 Events that carry at least one identifier truly of their person are *attributable*; each
 view is also scored on those alone. The nodes are read from ClickHouse (the

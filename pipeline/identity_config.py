@@ -14,6 +14,11 @@ from becoming one customer.
 * **cookie TTL** (off by default): a cookie first seen longer ago than the TTL, in event
   time, links nothing new (reason ``cookie_expired``). Enable it from the start: a cookie
   the graph saw before carries no first-seen time and is dated from its next event.
+* **shared lines**: a phone seen on two calls at once (call ids whose first-to-last event
+  times overlap: a company switchboard, a shared office line) stands for no one person. It
+  links nothing new from then on (reason ``shared_line``), and an event that carries no
+  other identifier gets a customer of its own instead of the line's. Its events from
+  before are not split off (the overrides only merge).
 * **placeholders**: values (or whole nodes) that are never identifiers ("null", "0", ...);
   email and phone values arrive hashed, so give those as the pipeline hashes them.
 
@@ -40,6 +45,8 @@ DEFAULT_CAPS: Final[Mapping[str, int]] = MappingProxyType(
 )
 COOKIE_TYPES: Final = ("anonymous_id", "chat_visitor_id")
 DEFAULT_HUB_LIMIT: Final = 3
+CALLS_KEPT: Final = 8
+"""Latest calls kept per phone for the shared-line rule."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,8 @@ class GuardrailConfig:
     cookie_types: tuple[str, ...] = COOKIE_TYPES
     placeholders: frozenset[str] = frozenset()
     """Values, or whole ``type:value`` nodes, that are refused (exact match)."""
+    shared_lines: bool = True
+    """Find phones on two calls at once and stop them linking (see the module docstring)."""
 
     def __post_init__(self) -> None:
         known = set(IDENTIFIER_TYPES)
@@ -70,7 +79,9 @@ class GuardrailConfig:
     @classmethod
     def off(cls) -> GuardrailConfig:
         """No guardrail at all: clusters are the connected components of the links."""
-        return cls(unique_types=(), caps=MappingProxyType({}), hub_limit=None)
+        return cls(
+            unique_types=(), caps=MappingProxyType({}), hub_limit=None, shared_lines=False
+        )
 
     @cached_property
     def unique_set(self) -> frozenset[str]:

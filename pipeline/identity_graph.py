@@ -30,7 +30,13 @@ from datetime import datetime
 
 from pipeline.errors import truncate
 from pipeline.identity_config import GuardrailConfig
-from pipeline.identity_rules import Pending, hub_culprit, hub_customers, union_violation
+from pipeline.identity_rules import (
+    Pending,
+    hub_culprit,
+    hub_customers,
+    shared_lines,
+    union_violation,
+)
 from pipeline.identity_state import Losers
 from pipeline.identity_store import IdentityGraph
 from schemas.identity import (
@@ -55,6 +61,7 @@ class _Collector:
         self.before: dict[str, str] = {}
         self.merged: dict[str, tuple[str, datetime]] = {}
         self.refusals: list[RefusedLink] = []
+        self.shared: list[str] = []
 
     def absorbed(self, losers: Losers, survivor: str, at: datetime) -> None:
         merged = self.merged
@@ -75,14 +82,25 @@ class _Collector:
                 )
             )
 
+    def share(self, link: IdentityLink, found: list[tuple[str, str]]) -> None:
+        """Phones the link revealed as shared lines: refused from now on, announced."""
+        others = [n for n in link.nodes if not self.graph.is_shared(n)]
+        customer = (self.graph.customer_of(others[0]) or "") if others else ""
+        for node, detail in found:
+            self.shared.append(node)
+            self.refuse(link, [(node, "shared_line", detail, False)], customer)
+
     def output(self) -> ResolverOutput:
         graph = self.graph
         assignments = []
-        for node, old in self.before.items():
+        changed = [*self.before.items(), *((n, None) for n in self.shared if n not in self.before)]
+        for node, old in changed:
             customer = graph.customer_of(node)
             if customer is not None and customer != old:  # old "" is a fallback id: differs
-                version = graph.next_version()
-                assignments.append(NodeAssignment(node=node, customer_id=customer, version=version))
+                version, shared = graph.next_version(), graph.is_shared(node)
+                assignments.append(
+                    NodeAssignment(node=node, customer_id=customer, version=version, shared=shared)
+                )
         merges = [
             CustomerMerge(
                 absorbed=lost,
@@ -114,6 +132,7 @@ def resolve(
     find, touch, add_singleton = graph.find, graph.touch, graph.add_singleton
     for link in batch.links:
         nodes = link.nodes
+        found = shared_lines(graph, link) if link.call and cfg.shared_lines else None
         if len(nodes) == 1 and not screen:  # the common case, inlined
             root = find(nodes[0])
             if root is None:
@@ -122,6 +141,8 @@ def resolve(
                 touch(root, link.occurred_at)
         else:
             _resolve_link(graph, link, cfg, out, screen)
+        if found:
+            out.share(link, found)
         if cookies is not None:
             for node in nodes:
                 if kind_of(node) in cookies:
@@ -230,7 +251,11 @@ def _settle(
 ) -> tuple[list[str], list[str], set[str]]:
     """Drop nodes until the union passes the rules; returns its roots, its new nodes and the
     customers it joins for the hub rule."""
-    screen = cfg.cookie_ttl is not None or (cfg.hub_limit is not None and graph.has_blocked)
+    screen = (
+        cfg.cookie_ttl is not None
+        or (cfg.hub_limit is not None and graph.has_blocked)
+        or graph.has_shared
+    )
     while True:
         parts, new = _split(kept, roots)
         if len(parts) + (1 if new else 0) < 2:
@@ -265,7 +290,9 @@ def _drop_unlinkable(
         root, node = roots[i], kept[i]
         if root is None or roots.count(root) == len(roots):
             continue
-        if cfg.hub_limit is not None and graph.is_blocked(node):
+        if graph.is_shared(node):
+            pending.append((node, "shared_line", "a shared line: links nothing new", False))
+        elif cfg.hub_limit is not None and graph.is_blocked(node):
             pending.append((node, "hub", "blocked as a hub: links nothing new", False))
         elif cfg.cookie_ttl is not None and kind_of(node) in cfg.cookie_set:
             first = graph.cookie_first_seen(node)

@@ -3,16 +3,17 @@
 A union is about to merge existing clusters (``clusters``) with brand new nodes (``new``).
 :func:`union_violation` checks the unique types and the caps; :func:`hub_customers` and
 :func:`hub_culprit` apply the hub limit to a union those allow. Nodes are unique across the graph,
-so n nodes of one type in a union are n distinct values of that type.
+so n nodes of one type in a union are n distinct values of that type. :func:`shared_lines`
+records the calls of a link's phones and finds the lines on two calls at once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pipeline.identity_config import GuardrailConfig
+from pipeline.identity_config import CALLS_KEPT, GuardrailConfig
 from pipeline.identity_state import Cluster, GraphCore
-from schemas.identity import RefusalReason, kind_of
+from schemas.identity import IdentityLink, RefusalReason, kind_of
 
 Pending = list[tuple[str, RefusalReason, str, bool]]
 """Refusals of the current link: (node, reason, detail, the node was new to the graph)."""
@@ -72,3 +73,23 @@ def hub_culprit(
         if joined > limit:
             return i, ("hub", f"would join {joined} customers (hub limit {limit})")
     return None
+
+
+def shared_lines(graph: GraphCore, link: IdentityLink) -> list[tuple[str, str]]:
+    """Record the link's call on each of its phones; returns the phones it reveals as shared
+    lines (marked in the graph), each with the detail of the overlap."""
+    found = []
+    for node in link.nodes:
+        if kind_of(node) != "phone":
+            continue
+        other = graph.note_call(node, link.call, link.occurred_at, CALLS_KEPT)
+        if other is not None and not graph.is_shared(node):
+            graph.share(node)
+            spans = graph.calls_of(node)
+            shown = [
+                f"{c} {spans[c][0]:%H:%M:%S}-{spans[c][1]:%H:%M:%S}"
+                for c in (other, link.call)
+                if c in spans
+            ]
+            found.append((node, "on two calls at once: " + ", ".join(shown)))
+    return found

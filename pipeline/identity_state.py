@@ -17,6 +17,8 @@ from pipeline.identity_cluster import Cluster, node_kind, survivor
 
 Losers = list[tuple[str, tuple[str, ...]]]
 """Absorbed customers of a union: (customer id, the ids it had absorbed before)."""
+Span = tuple[datetime, datetime]
+"""A call's first and last event time seen."""
 __all__ = ["Cluster", "Dirty", "GraphCore", "Losers", "forget_key", "node_kind"]
 
 
@@ -36,6 +38,8 @@ class Dirty:
     seen: set[str] = field(default_factory=set)
     blocked: set[str] = field(default_factory=set)
     forgotten: set[str] = field(default_factory=set)
+    calls: set[str] = field(default_factory=set)
+    shared: set[str] = field(default_factory=set)
 
 
 class GraphCore:
@@ -49,6 +53,8 @@ class GraphCore:
         self._blocked: set[str] = set()
         self._cookie_first: dict[str, datetime] = {}
         self._forgotten: set[str] = set()
+        self._calls: dict[str, dict[str, Span]] = {}
+        self._shared: set[str] = set()
         self._dirty = Dirty()
         self.seq = 0
         """Sequence number: the version of the latest assignment or merge emitted."""
@@ -94,6 +100,13 @@ class GraphCore:
     def has_blocked(self) -> bool:
         return bool(self._blocked)
 
+    def is_shared(self, node: str) -> bool:
+        return node in self._shared
+
+    @property
+    def has_shared(self) -> bool:
+        return bool(self._shared)
+
     def seen(self, node: str) -> frozenset[str]:
         """The customers ``node`` has joined through merges (for the hub rule)."""
         return frozenset(self._seen.get(node, ()))
@@ -136,6 +149,29 @@ class GraphCore:
     def block(self, node: str) -> None:
         self._blocked.add(node)
         self._dirty.blocked.add(node)
+
+    def note_call(self, node: str, call: str, at: datetime, kept: int) -> str | None:
+        """Record an event of call ``call`` on phone ``node`` at ``at``; returns another
+        call of the phone that overlaps it in time, if any (the line is shared)."""
+        calls = self._calls.setdefault(node, {})
+        lo, hi = calls.get(call, (at, at))
+        span = (min(lo, at), max(hi, at))
+        if calls.get(call) != span:
+            calls[call] = span
+            self._dirty.calls.add(node)
+            if len(calls) > kept:
+                del calls[min(calls, key=lambda c: calls[c][1])]
+        for other, (first, last) in calls.items():
+            if other != call and first < span[1] and span[0] < last:
+                return other
+        return None
+
+    def calls_of(self, node: str) -> dict[str, Span]:
+        return dict(self._calls.get(node, {}))
+
+    def share(self, node: str) -> None:
+        self._shared.add(node)
+        self._dirty.shared.add(node)
 
     def note_seen(self, node: str, customers: set[str]) -> None:
         seen = self._seen.setdefault(node, set())
@@ -222,6 +258,8 @@ class GraphCore:
             self._seen.pop(gone, None)
             self._blocked.discard(gone)
             self._cookie_first.pop(gone, None)
+            self._calls.pop(gone, None)
+            self._shared.discard(gone)
             key = forget_key(gone)
             self._forgotten.add(key)
             self._dirty.forgotten.add(key)

@@ -10,7 +10,8 @@ before (or in one transaction with) that batch's outputs. On recovery,
 * ``first_seen`` / ``customers`` / ``absorbed``: the cluster info of roots created or
   changed, and ``unrooted``: former roots whose info goes;
 * ``removed`` / ``forgotten``: nodes erased by forget, and the hashes that keep them out;
-* hub state, cookie first-seen times, and ``seq``, the version counter.
+* hub state, cookie first-seen times, the latest calls of phones and the shared lines, and
+  ``seq``, the version counter.
 
 Members, counts per type and unique values are not persisted: :meth:`IdentityGraph.restore`
 rebuilds them from the nodes. ``graph.snapshot()`` is a ``full`` message with the whole
@@ -66,6 +67,8 @@ class IdentityGraph(GraphCore):
             seen=[n for n in dirty.seen if n in self._seen],
             blocked=sorted(n for n in dirty.blocked if n in self._blocked),
             forgotten=sorted(dirty.forgotten),
+            calls=[n for n in dirty.calls if n in self._calls],
+            shared=sorted(n for n in dirty.shared if n in self._shared),
         )
 
     def snapshot(self) -> GraphDelta:
@@ -82,6 +85,8 @@ class IdentityGraph(GraphCore):
             seen=list(self._seen),
             blocked=sorted(self._blocked),
             forgotten=sorted(self._forgotten),
+            calls=list(self._calls),
+            shared=sorted(self._shared),
         )
 
     def _message(
@@ -97,6 +102,8 @@ class IdentityGraph(GraphCore):
         seen: list[str],
         blocked: list[str],
         forgotten: list[str],
+        calls: list[str],
+        shared: list[str],
     ) -> GraphDelta:
         clusters = [(r, self._clusters[r]) for r in roots]
         return GraphDelta.model_construct(  # built from the graph's own, valid state
@@ -112,6 +119,8 @@ class IdentityGraph(GraphCore):
             hub_seen={n: tuple(sorted(self._seen[n])) for n in seen},
             blocked=tuple(blocked),
             forgotten=tuple(forgotten),
+            calls={n: dict(self._calls[n]) for n in calls},
+            shared=tuple(shared),
         )
 
     @classmethod
@@ -139,7 +148,11 @@ class IdentityGraph(GraphCore):
             self._seen.pop(node, None)
             self._blocked.discard(node)
             self._cookie_first.pop(node, None)
+            self._calls.pop(node, None)
+            self._shared.discard(node)
         self._cookie_first.update(delta.cookie_first_seen)
+        self._calls.update((n, dict(c)) for n, c in delta.calls.items())
+        self._shared.update(delta.shared)
         self._seen.update((n, set(s)) for n, s in delta.hub_seen.items())
         self._blocked.update(delta.blocked)
         self._forgotten.update(delta.forgotten)

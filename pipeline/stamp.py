@@ -2,8 +2,10 @@
 
 Pure over the :class:`AssignmentMap` (the worker's copy of the resolver's published
 assignments): the customer of an event is the customer of its strongest identifier, or
-that identifier's deterministic fallback id until the resolver has linked it. Identifiers
-erased by a GDPR forget are removed; an event left with none is not kept.
+that identifier's deterministic fallback id until the resolver has linked it. A shared line
+(a phone on two calls at once) is passed over: an event with no other identifier gets a
+customer of its own. Identifiers erased by a GDPR forget are removed; an event left with
+none is not kept.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pipeline.assignment_map import AssignmentMap
-from schemas.identity import IdentityLink, link_from_identifiers
+from schemas.identity import IdentityLink, event_customer_id, link_from_identifiers
 from schemas.records import Touchpoint
 
 
@@ -37,20 +39,35 @@ def stamp(touchpoints: Iterable[Touchpoint], amap: AssignmentMap, partitions: in
     links: list[IdentityLink] = []
     erased = 0
     for tp in touchpoints:
-        link = link_from_identifiers(tp.event_id, tp.occurred_at, tp.identifiers)
+        call = tp.properties.get("call_id")
+        call = call if isinstance(call, str) else ""
+        link = link_from_identifiers(tp.event_id, tp.occurred_at, tp.identifiers, call)
         nodes = tuple(n for n in link.nodes if not amap.is_forgotten(n))
         if not nodes:
             erased += 1
             continue
         if len(nodes) != len(link.nodes):
-            link = IdentityLink(event_id=tp.event_id, occurred_at=tp.occurred_at, nodes=nodes)
+            link = IdentityLink(
+                event_id=tp.event_id, occurred_at=tp.occurred_at, nodes=nodes, call=call
+            )
             kept = {n.partition(":")[0] for n in nodes}
             tp = tp.model_copy(
                 update={"identifiers": {k: v for k, v in tp.identifiers.items() if k in kept}}
             )
-        customer = amap.customer_of(nodes[0])
+        customer = _customer(nodes, amap, tp.event_id)
         by_partition[customer_partition(customer, partitions)].append(
             tp.model_copy(update={"customer_id": customer})
         )
         links.append(link)
     return StampResult(dict(by_partition), tuple(links), erased)
+
+
+def _customer(nodes: tuple[str, ...], amap: AssignmentMap, event_id: str) -> str:
+    """The customer of the strongest identifier that is not a shared line."""
+    shared = amap.shared
+    if shared:
+        for node in nodes:
+            if node not in shared:
+                return amap.customer_of(node)
+        return event_customer_id(event_id)
+    return amap.customer_of(nodes[0])

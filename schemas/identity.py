@@ -28,9 +28,18 @@ RANK: Final = {kind: rank for rank, kind in enumerate(IDENTIFIER_TYPES)}
 """Priority of each identifier type: 0 is the strongest."""
 
 RefusalReason = Literal[
-    "unique_conflict", "cap_exceeded", "hub", "placeholder", "forgotten", "cookie_expired"
+    "unique_conflict",
+    "cap_exceeded",
+    "hub",
+    "placeholder",
+    "forgotten",
+    "cookie_expired",
+    "shared_line",
 ]
 """Why a node of an event was kept out of the event's customer.
+
+``shared_line``: a phone seen on two calls at once (a switchboard, a shared office line)
+stands for no one person: it links nothing new from then on.
 
 ``cookie_expired``: a cookie (``anonymous_id``, ``chat_visitor_id``) first seen longer ago
 than the configured TTL, in event time, no longer links anything (a dedicated reason rather
@@ -64,6 +73,12 @@ def fallback_customer_id(node: str) -> str:
     return "c_" + hashlib.blake2b(node.encode(), digest_size=10).hexdigest()
 
 
+def event_customer_id(event_id: str) -> str:
+    """The customer of an event whose every identifier is a shared line: its own, derived
+    from the event id (so a replay stamps it the same)."""
+    return fallback_customer_id("event:" + event_id)
+
+
 def _rank_of(node: str) -> int:
     kind, sep, value = node.partition(":")
     rank = RANK.get(kind)
@@ -78,6 +93,9 @@ class IdentityLink(Record):
     event_id: str = Field(min_length=1)
     occurred_at: UtcDatetime
     nodes: tuple[str, ...] = Field(min_length=1)
+    call: str = ""
+    """The call id of a call-center event ("" otherwise): two calls at once on one phone
+    make it a shared line."""
 
     @field_validator("nodes")
     @classmethod
@@ -87,11 +105,11 @@ class IdentityLink(Record):
 
 
 def link_from_identifiers(
-    event_id: str, occurred_at: datetime, identifiers: Mapping[str, str]
+    event_id: str, occurred_at: datetime, identifiers: Mapping[str, str], call: str = ""
 ) -> IdentityLink:
     """The link of an event from its identifiers by type (as on a Touchpoint)."""
     nodes = tuple(node_of(kind, value) for kind, value in identifiers.items())
-    return IdentityLink(event_id=event_id, occurred_at=occurred_at, nodes=nodes)
+    return IdentityLink(event_id=event_id, occurred_at=occurred_at, nodes=nodes, call=call)
 
 
 class LinkBatch(Record):
@@ -105,6 +123,9 @@ class NodeAssignment(Record):
     customer_id: str
     version: int = Field(ge=0)
     """The graph's sequence number: the latest version of a node wins."""
+    shared: bool = False
+    """The node is a shared line: an event is stamped by its other identifiers, or gets a
+    customer of its own (:func:`event_customer_id`) when it has no other."""
 
 
 class CustomerMerge(Record):
@@ -185,6 +206,12 @@ class GraphDelta(Record):
     """Nodes newly blocked as hubs."""
     forgotten: tuple[str, ...] = ()
     """Hashes of forgotten nodes, which must never come back."""
+    calls: dict[str, dict[str, tuple[AwareDatetime, AwareDatetime]]] = Field(
+        default_factory=dict
+    )
+    """Phone node -> its latest calls: call id -> (first, last) event time seen."""
+    shared: tuple[str, ...] = ()
+    """Phones newly found to be shared lines."""
 
 
 class ResolverInput(Record):
