@@ -79,9 +79,7 @@ class GuardrailConfig:
     @classmethod
     def off(cls) -> GuardrailConfig:
         """No guardrail at all: clusters are the connected components of the links."""
-        return cls(
-            unique_types=(), caps=MappingProxyType({}), hub_limit=None, shared_lines=False
-        )
+        return cls(unique_types=(), caps=MappingProxyType({}), hub_limit=None, shared_lines=False)
 
     @cached_property
     def unique_set(self) -> frozenset[str]:

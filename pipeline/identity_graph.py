@@ -86,9 +86,11 @@ class _Collector:
         """Phones the link revealed as shared lines: refused from now on, announced."""
         others = [n for n in link.nodes if not self.graph.is_shared(n)]
         customer = (self.graph.customer_of(others[0]) or "") if others else ""
+        refused = {r.node for r in self.refusals if r.event_id == link.event_id}
         for node, detail in found:
             self.shared.append(node)
-            self.refuse(link, [(node, "shared_line", detail, False)], customer)
+            if node not in refused:  # not already refused as it would link something
+                self.refuse(link, [(node, "shared_line", detail, False)], customer)
 
     def output(self) -> ResolverOutput:
         graph = self.graph
@@ -129,15 +131,16 @@ def resolve(
     out = _Collector(graph)
     screen = bool(cfg.placeholders) or graph.has_forgotten
     cookies = cfg.cookie_set if cfg.cookie_ttl is not None else None
+    lines = cfg.shared_lines
     find, touch, add_singleton = graph.find, graph.touch, graph.add_singleton
     for link in batch.links:
         nodes = link.nodes
-        found = shared_lines(graph, link) if link.call and cfg.shared_lines else None
+        found = shared_lines(graph, link, cfg) if link.call and lines else None
         if len(nodes) == 1 and not screen:  # the common case, inlined
             root = find(nodes[0])
             if root is None:
                 add_singleton(nodes[0], link.occurred_at)
-            else:
+            elif not (lines and graph.is_shared(nodes[0])):  # a line's lone calls: no one's
                 touch(root, link.occurred_at)
         else:
             _resolve_link(graph, link, cfg, out, screen)
@@ -254,7 +257,7 @@ def _settle(
     screen = (
         cfg.cookie_ttl is not None
         or (cfg.hub_limit is not None and graph.has_blocked)
-        or graph.has_shared
+        or (cfg.shared_lines and graph.has_shared)
     )
     while True:
         parts, new = _split(kept, roots)
@@ -290,7 +293,7 @@ def _drop_unlinkable(
         root, node = roots[i], kept[i]
         if root is None or roots.count(root) == len(roots):
             continue
-        if graph.is_shared(node):
+        if cfg.shared_lines and graph.is_shared(node):
             pending.append((node, "shared_line", "a shared line: links nothing new", False))
         elif cfg.hub_limit is not None and graph.is_blocked(node):
             pending.append((node, "hub", "blocked as a hub: links nothing new", False))

@@ -75,12 +75,15 @@ def hub_culprit(
     return None
 
 
-def shared_lines(graph: GraphCore, link: IdentityLink) -> list[tuple[str, str]]:
+def shared_lines(
+    graph: GraphCore, link: IdentityLink, cfg: GuardrailConfig
+) -> list[tuple[str, str]]:
     """Record the link's call on each of its phones; returns the phones it reveals as shared
-    lines (marked in the graph), each with the detail of the overlap."""
+    lines (marked in the graph), each with the detail of the overlap. Placeholders and
+    forgotten phones are left alone (they never enter the graph)."""
     found = []
     for node in link.nodes:
-        if kind_of(node) != "phone":
+        if kind_of(node) != "phone" or cfg.is_placeholder(node) or graph.is_forgotten(node):
             continue
         other = graph.note_call(node, link.call, link.occurred_at, CALLS_KEPT)
         if other is not None and not graph.is_shared(node):

@@ -156,11 +156,14 @@ class GraphCore:
         calls = self._calls.setdefault(node, {})
         lo, hi = calls.get(call, (at, at))
         span = (min(lo, at), max(hi, at))
+        if call not in calls and len(calls) >= kept:
+            oldest = min(calls, key=lambda c: calls[c][1])
+            if span[1] < calls[oldest][1]:
+                return None  # older than every call kept: as if evicted at once
+            del calls[oldest]
         if calls.get(call) != span:
             calls[call] = span
             self._dirty.calls.add(node)
-            if len(calls) > kept:
-                del calls[min(calls, key=lambda c: calls[c][1])]
         for other, (first, last) in calls.items():
             if other != call and first < span[1] and span[0] < last:
                 return other

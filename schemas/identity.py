@@ -206,9 +206,7 @@ class GraphDelta(Record):
     """Nodes newly blocked as hubs."""
     forgotten: tuple[str, ...] = ()
     """Hashes of forgotten nodes, which must never come back."""
-    calls: dict[str, dict[str, tuple[AwareDatetime, AwareDatetime]]] = Field(
-        default_factory=dict
-    )
+    calls: dict[str, dict[str, tuple[AwareDatetime, AwareDatetime]]] = Field(default_factory=dict)
     """Phone node -> its latest calls: call id -> (first, last) event time seen."""
     shared: tuple[str, ...] = ()
     """Phones newly found to be shared lines."""

@@ -119,3 +119,45 @@ def test_stamping_passes_a_shared_line_over() -> None:
     assert amap.shared == {BOARD}
     amap.apply(NodeAssignment(node=BOARD, customer_id="c_bob", version=4))
     assert amap.shared == set() and amap.customer_of(BOARD) == "c_bob"
+
+
+def test_placeholder_and_forgotten_phones_keep_no_call_state() -> None:
+    from pipeline.identity_graph import forget
+
+    cfg = GuardrailConfig(placeholders=frozenset({"board"}))
+    graph = IdentityGraph()
+    out = run(graph, *overlapping(), cfg=cfg)
+    assert not graph.is_shared(BOARD) and graph.calls_of(BOARD) == {}
+    assert {r.reason for r in out.refusals} == {"placeholder"}
+    graph = IdentityGraph()
+    run(graph, call("a0", 0, "A", "email:ann"))
+    forget(graph, BOARD)
+    graph.dirty_entries()
+    run(graph, *overlapping())  # a replay from before the forget
+    assert graph.calls_of(BOARD) == {} and not graph.is_shared(BOARD)
+    assert BOARD not in graph.dirty_entries().model_dump_json()
+
+
+def test_a_call_older_than_every_call_kept_is_not_taken_back() -> None:
+    graph = IdentityGraph()
+    run(graph, call("a1", 0, "A"), call("a2", 10, "A"), call("b1", 60, "B"))
+    run(graph, *(call(f"n{i}", 100 + 10 * i, f"N{i}") for i in range(7)))  # A evicted
+    run(graph, call("b0", 5, "B"))  # B now spans 5-60; A is gone
+    assert not graph.is_shared(BOARD)
+    assert run(graph, call("a2", 10, "A")) == ResolverOutput()  # a replay of A's end
+    assert not graph.is_shared(BOARD) and "A" not in graph.calls_of(BOARD)
+
+
+def test_the_revealing_link_is_refused_once() -> None:
+    graph = IdentityGraph()
+    run(graph, call("a1", 0, "A"), call("a2", 10, "A"))
+    out = run(graph, call("b1", 5, "B", "email:bob"))
+    assert [(r.node, r.reason) for r in out.refusals] == [(BOARD, "shared_line")]
+    assert graph.customer_of("email:bob") != graph.customer_of(BOARD)
+
+
+def test_turning_the_rule_off_lets_a_shared_line_link_again() -> None:
+    graph = IdentityGraph()
+    run(graph, *overlapping())
+    out = run(graph, call("c1", 30, "C", "email:bob"), cfg=GuardrailConfig.off())
+    assert out.refusals == () and graph.customer_of("email:bob") == graph.customer_of(BOARD)
