@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from pipeline.gc_tuning import gc_tuned
 from pipeline.journey_stage import PartitionState, run_batch
 from pipeline.metric_input import metric_input
 from pipeline.producers.simulator import Incident, SimEvent, SimulationConfig, simulate
@@ -65,8 +66,22 @@ def run(
     metrics: MetricsConfig,
     batch: int = 500,
     progress: Callable[[int], None] | None = None,
+    gc_young: int = 100_000,
 ) -> RunResult:
-    """Simulate ``config`` through the pure stages; returns the alerts and their scoring."""
+    """Simulate ``config`` through the pure stages; returns the alerts and their scoring.
+    The garbage collector runs with a young threshold of ``gc_young`` meanwhile (as in a
+    worker: :mod:`pipeline.gc_tuning`)."""
+    with gc_tuned(gc_young):
+        return _run(config, model, metrics, batch, progress)
+
+
+def _run(
+    config: SimulationConfig,
+    model: StageModel,
+    metrics: MetricsConfig,
+    batch: int,
+    progress: Callable[[int], None] | None,
+) -> RunResult:
     state, part = MetricsState(metrics), PartitionState()
     alerts: list[Alert] = []
     buffer: list[SimEvent] = []

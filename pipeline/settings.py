@@ -111,6 +111,12 @@ class Settings(BaseSettings):
     sink_retry_max_seconds: float = Field(
         30.0, gt=0, description="Longest backoff between retries."
     )
+    gc_young_threshold: int = Field(
+        100_000,
+        ge=0,
+        description="Allocations between young garbage collections (Python: 700; 0 keeps "
+        "Python's settings). Fewer passes over long-lived state: pipeline.gc_tuning.",
+    )
     worker_web_port: int = Field(6066, description="faust web port of a worker (metrics, health).")
     worker_web_host: str = Field("127.0.0.1", description="Bind address of the worker web server.")
 
