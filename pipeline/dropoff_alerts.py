@@ -45,7 +45,7 @@ class AlertConfig:
     max_lag_windows: int = 30
     """Conversions up to this many windows after the entry's window are expected."""
     relative_increase: float = 0.5
-    zscore: float = 3.5
+    zscore: float = 4.0
     min_volume: int = 30
     """Least expected conversions in a span to judge it."""
     confirm: int = 1

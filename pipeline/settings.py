@@ -143,7 +143,7 @@ class Settings(BaseSettings):
     alert_relative_increase: float = Field(
         0.5, gt=0, description="Least relative drop-off increase that fires (0.5: +50%)."
     )
-    alert_zscore: float = Field(3.5, gt=0, description="Least z-score of the deficit that fires.")
+    alert_zscore: float = Field(4.0, gt=0, description="Least z-score of the deficit that fires.")
     alert_min_volume: int = Field(
         30, ge=1, description="Least expected conversions in a span to judge it."
     )

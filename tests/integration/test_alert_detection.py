@@ -4,11 +4,10 @@ runs it (the rates over 20 seeded incidents are in docs/metrics.md, from that co
 
 In the test command: a checkout drop-off doubling for 15 minutes fires within 2 windows of its
 onset and resolves after it ends, with nothing fired in the normal hour before it (a day
-where most customers reach the checkout, about 40 checkouts a minute, so it takes a minute of
-CPU). Opt-in with ``TOUCHPOINT_TEST_EVAL_LARGE=1`` (they took the test command over its
-20-minute budget): a normal 6-hour day of 20,000 customers fires nothing (1.5 minutes of
-CPU), and the same doubling at the end of a normal 6-hour day of 100,000 customers (about 8
-minutes)."""
+where most customers reach the checkout, about 80 checkout conversions a minute as on a
+200,000-customer day: about a minute of CPU); and a normal 6-hour day of 20,000 customers
+fires nothing (under a minute). Opt-in with ``TOUCHPOINT_TEST_EVAL_LARGE=1``: the same
+doubling at the end of a normal 6-hour day of 200,000 customers (about 10 minutes)."""
 
 from __future__ import annotations
 
@@ -56,19 +55,19 @@ def _assert_found_within_two_windows(result: RunResult, onset: int) -> None:
 
 def test_a_checkout_doubling_fires_within_two_windows_and_resolves() -> None:
     # 80 % of customers get through awareness and consideration: the checkout volume of a
-    # 100,000-customer day from a quarter of the customers and events
+    # 200,000-customer day (80 checkouts a minute) from a quarter of the customers and events
     funnel = Conversion(awareness=0.9, consideration=0.9, purchase=0.7)
-    result = _day(31, 2, 11_000, onset=60, conversion=funnel)
+    result = _day(31, 2, 22_000, onset=60, conversion=funnel)
     _assert_found_within_two_windows(result, 60)
 
 
-@pytest.mark.skipif(not LARGE, reason="~1.5 min of CPU: set TOUCHPOINT_TEST_EVAL_LARGE=1")
 def test_a_normal_day_fires_nothing() -> None:
     result = _day(32, 6, 20_000, onset=None)
     assert result.alerts == ()
 
 
-@pytest.mark.skipif(not LARGE, reason="~8 min of CPU: set TOUCHPOINT_TEST_EVAL_LARGE=1")
+@pytest.mark.skipif(not LARGE, reason="~10 min of CPU: set TOUCHPOINT_TEST_EVAL_LARGE=1")
+@pytest.mark.timeout(3600)
 def test_a_doubling_at_the_end_of_a_large_normal_day() -> None:
-    result = _day(22, 6, 100_000, onset=300)
+    result = _day(22, 6, 200_000, onset=300)
     _assert_found_within_two_windows(result, 300)
