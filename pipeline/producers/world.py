@@ -161,16 +161,14 @@ class World:
         incident that breaks checkouts hits the payments made while it lasts; ``c.t`` ends
         at the payment. Without a purchase incident the moment changes nothing, and the
         draws keep the order of earlier versions: a seed gives the same events as before."""
-        if any(stage == "purchase" for stage, *_ in self.drops.incidents):
+        timed = any(stage == "purchase" for stage, *_ in self.drops.incidents)
+        if timed:
             self.pay(c)
-            paid = self.rng.random() >= self.drops.probability("purchase", c.t, c.pains)
-        else:
-            paid = self.rng.random() >= self.drops.probability("purchase", c.t, c.pains)
-            if paid:
-                self.pay(c)
-        if not paid:
-            self.end(c, "dropped", tuple(sorted(c.pains)))
-        return paid
+        if not self.advances(c, "purchase"):
+            return False
+        if not timed:
+            self.pay(c)
+        return True
 
     def pay(self, c: Customer) -> None:
         """The customer fills in the payment form: 20 s to 3 min."""
