@@ -90,6 +90,9 @@ class ClickHouseSink:
     ) -> None:
         self._factory = client_factory
         self._client: Client | None = None
+        self._types: Sequence[Any] | None = None
+        """The columns' ClickHouse types, read once (a DESCRIBE) and reused by every insert;
+        forgotten after a failure, so a migrated table is described again."""
         self.table = table
         self.columns = list(columns)
         self.metrics = metrics
@@ -101,6 +104,8 @@ class ClickHouseSink:
         if self._client is None:
             self._client = self._factory()
         client = self._client
+        if self._types is None:
+            self._types = client.create_insert_context(self.table, self.columns).column_types
         self._failpoint(  # die with this very insert half sent
             "sink.during_insert",
             token,
@@ -110,6 +115,7 @@ class ClickHouseSink:
             self.table,
             rows,
             column_names=self.columns,
+            column_types=self._types,
             settings={"insert_deduplication_token": token},
         )
 
@@ -154,6 +160,7 @@ class ClickHouseSink:
 
     def _on_failure(self, exc: BaseException, delay: float) -> None:
         self._client = None  # reconnect on the next try
+        self._types = None  # and describe the table again: a migration may have changed it
         error = translate(exc, stage=f"sink {self.table}") if isinstance(exc, DriverError) else exc
         code = error_code(exc)
         self.metrics.insert_errors.labels(self.table, str(code or "none")).inc()
