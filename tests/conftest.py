@@ -15,10 +15,9 @@ Add fixtures for other areas under their own heading below.
 Running in parallel: ``scripts/test`` runs pytest with pytest-xdist (``-n 2 --dist
 loadgroup``). Every test already gets its own topics, consumer group, database and ports, and
 each xdist process starts its own broker and ClickHouse server (session fixtures), so test
-files may run side by side. The long, timing-sensitive end-to-end runs (:data:`HEAVY_RUNS`)
-share one xdist group, so that no two of them compete for the 2 CPUs at once; the fault
-suite's short forms share another (:data:`FAULTS_GROUP`). Both are scheduled first (the
-longest work first keeps both processes busy until the end).
+files may run side by side. The long end-to-end runs (:data:`LONG_RUNS`) are scheduled
+first (the longest work first keeps both processes busy until the end); the files whose
+tests share a module-scoped pipeline run are xdist groups (:data:`SHARED_RUNS`).
 """
 
 from __future__ import annotations
