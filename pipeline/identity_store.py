@@ -176,4 +176,10 @@ class IdentityGraph(GraphCore):
         if len(clusters) != len(roots.first_seen):
             stray = sorted(set(roots.first_seen) - set(clusters))[:5]
             raise ValueError(f"identity changelog: cluster info without nodes: {stray}")
+        for root, cluster in clusters.items():
+            # a snapshot leaves out a customer id that is its root's fallback id (_named);
+            # unset, a cluster would take its first member's, and the replay order of the
+            # nodes is not their joining order
+            if not cluster.explicit_customer and cluster.size > 1:
+                cluster.customer_id = fallback_customer_id(root)
         self._clusters = clusters
