@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import random
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -352,50 +350,3 @@ def test_restore_refuses_an_inconsistent_changelog() -> None:
     broken = delta.model_copy(update={"first_seen": {}})
     with pytest.raises(ValueError, match="no cluster info"):
         IdentityGraph.restore([broken])
-
-
-# --- speed -------------------------------------------------------------------------------------
-
-
-def realistic_links(n: int, seed: int = 7, persons: int = 40_000) -> list[IdentityLink]:
-    """Most events carry 1-2 nodes: anonymous web (55%), logged-in web, email, chat, calls."""
-    rnd = random.Random(seed)
-    cookie: dict[int, str] = {}
-    out = []
-    for i in range(n):
-        p = rnd.randrange(persons)
-        if p not in cookie or rnd.random() < 0.02:
-            cookie[p] = f"anonymous_id:a{p}.{i}"
-        r = rnd.random()
-        if r < 0.55:
-            nodes: tuple[str, ...] = (cookie[p],)
-        elif r < 0.65:
-            nodes = (f"user_id:u{p}", cookie[p])
-        elif r < 0.80:
-            nodes = (f"email:e{p}",)
-        elif r < 0.86:
-            nodes = (f"email:e{p}", cookie[p])
-        elif r < 0.92:
-            nodes = (f"chat_visitor_id:v{p}", f"email:e{p}")[: rnd.choice((1, 2))]
-        elif r < 0.97:
-            nodes = (f"crm_id:k{p}", f"phone:p{p}")[rnd.choice((0, 1)) :]
-        else:
-            nodes = (f"crm_id:k{p}", f"user_id:u{p}", f"email:e{p}")
-        out.append(
-            IdentityLink(event_id=f"e{i}", occurred_at=T0 + timedelta(seconds=i), nodes=nodes)
-        )
-    return out
-
-
-def test_resolve_throughput() -> None:
-    links = realistic_links(200_000)
-    batches = [LinkBatch(links=tuple(links[i : i + 1000])) for i in range(0, len(links), 1000)]
-    graph = IdentityGraph()
-    cfg = GuardrailConfig()
-    started = time.process_time()
-    for batch in batches:
-        resolve(graph, batch, cfg)
-    elapsed = time.process_time() - started
-    rate = len(links) / elapsed
-    print(f"\nresolve: {rate:,.0f} links/s ({len(graph)} nodes)")
-    assert rate > 20_000  # the target is 100k/s; this floor only catches a collapse
