@@ -16,8 +16,9 @@ Running in parallel: ``scripts/test`` runs pytest with pytest-xdist (``-n 2 --di
 loadgroup``). Every test already gets its own topics, consumer group, database and ports, and
 each xdist process starts its own broker and ClickHouse server (session fixtures), so test
 files may run side by side. The long end-to-end runs (:data:`LONG_RUNS`) are scheduled
-first (the longest work first keeps both processes busy until the end); the files whose
-tests share a module-scoped pipeline run are xdist groups (:data:`SHARED_RUNS`).
+first (the longest work first keeps the processes busy until the end); the files whose
+tests share a module-scoped pipeline run are xdist groups (:data:`SHARED_RUNS`), and so are
+the runs compared with each other (:data:`COMPARED_RUNS`, one at a time).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ LONG_RUNS = (
     "tests/integration/test_journeys.py",
 )
 """Test files with runs of a minute or more (3 to 4 minutes for the first two), started
-first and in this order, so that the two xdist processes end together instead of one
+first and in this order, so that the xdist processes end together instead of one
 waiting for the other's last long run. The paced alert run (mostly waiting) starts beside
 the CPU-heavy stitching run."""
 SHARED_RUNS = (
@@ -66,7 +67,15 @@ SHARED_RUNS = (
     "tests/integration/test_product_sql.py",
 )
 """Test files whose tests share one module-scoped pipeline run (half a minute each): each
-file is an xdist group, so that run is built once, not once per xdist process. (Groups need
+file is an xdist group, so that run is built once, not once per xdist process."""
+COMPARED_RUNS = (
+    "tests/integration/test_restart_state.py",
+    "tests/integration/test_scale_identity.py",
+    "tests/integration/test_scale_out.py",
+)
+"""Test files that compare two pipeline runs of one input, allowing only the differences the
+order of arrival explains: one xdist group, so that no two of them run at once (the more the
+CPUs are shared, the more arrival orders differ). (Groups need
 pytest < 9.2: with 9.2 pytest-xdist 3.8's loadgroup silently stops grouping, its issue
 #1386; pyproject.toml pins pytest below it.)"""
 
@@ -77,8 +86,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return item.path.relative_to(ROOT).as_posix() if item.path.is_relative_to(ROOT) else ""
 
     for item in items:
-        if path_of(item) in SHARED_RUNS:
+        path = path_of(item)
+        if path in SHARED_RUNS:
             item.add_marker(pytest.mark.xdist_group(item.path.stem))
+        elif path in COMPARED_RUNS:
+            item.add_marker(pytest.mark.xdist_group("compared-runs"))
     rank = {path: n for n, path in enumerate(LONG_RUNS)}
     # a stable sort: the long runs first, in LONG_RUNS order, then the rest as collected
     items.sort(key=lambda item: rank.get(path_of(item), len(LONG_RUNS)))
