@@ -58,7 +58,7 @@ LONG_RUNS = (
     "tests/integration/test_painpoint_ranking.py",
     "tests/integration/test_journeys.py",
 )
-"""Test files with runs of a minute or more (3 to 4 minutes for the first two), started
+"""Test files with runs of a minute or more (3 to 5 minutes for the first two), started
 first and in this order, so that the xdist processes end together instead of one
 waiting for the other's last long run. The paced alert run (mostly waiting) starts beside
 the CPU-heavy stitching run."""

@@ -1,8 +1,8 @@
 """``touchpoint eval stitching`` after an adversarial simulation through the real pipeline
 (broker, one worker, ClickHouse): the project's stitching targets after the overrides.
 
-At the targets' scale, 20,000 customers (3 to 4 minutes). Run with ``-s`` to see the
-figures; ``TOUCHPOINT_TEST_EVAL_REPORT=path`` keeps the report.
+At the targets' scale, 20,000 customers (3 minutes alone, 5 in the test command). Run with
+``-s`` to see the figures; ``TOUCHPOINT_TEST_EVAL_REPORT=path`` keeps the report.
 """
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ def _run(
 
 CUSTOMERS = 20_000
 """The scale of the project's stitching targets (the default adversarial mix of at least
-20,000 customers: about 190,000 valid events, 3 to 4 minutes with the worker). At 2,000
+20,000 customers: about 190,000 valid events, 3 minutes with the worker alone). At 2,000
 customers precision is lower (about 0.988): in a smaller day a switchboard's first
 overlapping calls come later, so more of its lone calls are stamped with one customer before
 the line is found, and those cannot be split afterwards."""
