@@ -61,12 +61,14 @@ def test_an_incident_fires_and_resolves_everywhere(pipeline_settings: Any, start
     threading.Thread(target=server.serve_forever, daemon=True).start()
     hook = f"http://127.0.0.1:{server.server_address[1]}/hook"
     # time-compressed (SPEED x): a simulated minute takes a second, so the identity
-    # resolver's second of delay is a simulated minute; the grace covers it
+    # resolver's second of delay is a simulated minute; the grace covers it (25 s of wall
+    # time: 10 s was too short once, with three xdist processes on two CPUs, and a window
+    # judged before its conversions were in fired 5 minutes before the onset)
     start_worker(
         settings, alert_min_volume=15, alert_zscore=3.0, alert_confirm=2, alert_relative_increase=0.3,
         alert_webhook_url=hook,
         alert_max_ingest_lag=3600,
-        metrics_completeness_grace=600,
+        metrics_completeness_grace=1500,
     )  # fmt: skip
     # the run goes on 80 minutes past the incident: the alert resolves once the customers who
     # entered during it are older than the detector's lags (up to 30 windows)
