@@ -31,6 +31,7 @@ import faust
 from faust.streams import Stream
 from faust.types import EventT
 
+from pipeline import shutdown_deadline
 from pipeline.assignment_map import AssignmentReader
 from pipeline.handlers import (
     fail_stop,
@@ -128,6 +129,7 @@ def build_app(settings: Settings, metrics: PipelineMetrics | None = None) -> fau
     from pipeline.worker_web import install_web
 
     install_web(app, worker, runtime)
+    shutdown_deadline.install(app, settings.shutdown_deadline)
     return app
 
 

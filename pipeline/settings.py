@@ -117,6 +117,13 @@ class Settings(BaseSettings):
         description="Allocations between young garbage collections (Python: 700; 0 keeps "
         "Python's settings). Fewer passes over long-lived state: pipeline.gc_tuning.",
     )
+    shutdown_deadline: float = Field(
+        25.0,
+        ge=0,
+        description="Seconds a worker's clean stop (SIGTERM) may take before it exits anyway "
+        "with code 76, its stacks logged (0: no deadline). Keep it under the orchestrator's "
+        "grace period.",
+    )
     worker_web_port: int = Field(6066, description="faust web port of a worker (metrics, health).")
     worker_web_host: str = Field("127.0.0.1", description="Bind address of the worker web server.")
 
