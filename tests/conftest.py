@@ -12,7 +12,7 @@ Kafka (a real broker, never a mock):
 
 Add fixtures for other areas under their own heading below.
 
-Running in parallel: ``scripts/test`` runs pytest with pytest-xdist (``-n 2 --dist
+Running in parallel: ``scripts/test`` runs pytest with pytest-xdist (``-n 3 --dist
 loadgroup``). Every test already gets its own topics, consumer group, database and ports, and
 each xdist process starts its own broker and ClickHouse server (session fixtures), so test
 files may run side by side. The long end-to-end runs (:data:`LONG_RUNS`) are scheduled
