@@ -27,11 +27,11 @@ from operator import itemgetter
 from typing import TypeVar
 
 from pipeline.journey_build import RECENT_IDS, Decided, Span, resegment, utc
-from pipeline.journey_customer import Customer
+from pipeline.journey_customer import Customer, counted, uncount
 from pipeline.journey_history import History, gate
 from pipeline.journey_rows import changed_rows, diff, journeys_of, keyed_rows, state_rows
 from pipeline.stage_model import StageModel
-from schemas.journey import Journey, JourneyState, PendingEvent, StageTransition
+from schemas.journey import Journey, JourneyState, PendingEvent, RecentId, StageTransition
 from schemas.records import Touchpoint, trusted
 
 _V = TypeVar("_V", datetime, tuple[datetime, str])
@@ -104,14 +104,35 @@ def _combined(a: JourneyState, b: JourneyState, survivor_id: str, model: StageMo
     counts = {
         k: a.touchpoints.get(k, 0) + b.touchpoints.get(k, 0) for k in a.touchpoints | b.touchpoints
     }
-    recent = tuple(sorted(set(a.recent_ids) | set(b.recent_ids))[-RECENT_IDS:])
+    recent, twice = _union_recent(a, b)
+    purchases = uncount(counts, a.purchases + b.purchases, twice)
     closed = max((t for t in (a.closed_until, b.closed_until) if t is not None), default=None)
     return Customer(
         survivor_id, spans, counts, min(a.first_seen, b.first_seen), max(a.last_seen, b.last_seen),
-        *_segment(a, b), a.purchases + b.purchases, recent,
+        *_segment(a, b), purchases, recent,
         _earliest(a.firsts, b.firsts), _earliest(a.passed, b.passed), closed,
         max(a.version, b.version) + 1,
     )  # fmt: skip
+
+
+def _union_recent(a: JourneyState, b: JourneyState) -> tuple[tuple[RecentId, ...], list[str]]:
+    """Both states' recent ids (the latest, bounded), and what each event that both counted
+    was counted in (a replay after a crash can place an event under a customer's fallback
+    id and again under the customer it is merged into). An event out of either window, or
+    recorded without ``counted`` (a state of an older version), cannot be told apart."""
+    mine = {r[1]: r for r in a.recent_ids}
+    union = dict(mine)
+    twice: list[str] = []
+    for r in b.recent_ids:
+        seen = mine.get(r[1])
+        if seen is None:
+            union[r[1]] = r
+            continue
+        tag = seen[2] if len(seen) == 3 else r[2] if len(r) == 3 else None
+        if tag is not None:
+            twice.append(tag)
+        union[r[1]] = min(seen, r, key=_BY_TIME) if len(seen) == len(r) else max(seen, r, key=len)
+    return tuple(sorted(union.values(), key=_BY_TIME)[-RECENT_IDS:]), twice
 
 
 def dropped_off(journey: Journey, now: datetime, model: StageModel) -> str | None:
@@ -128,7 +149,7 @@ def dropped_off(journey: Journey, now: datetime, model: StageModel) -> str | Non
 
 def _ingest(c: Customer, events: Sequence[Touchpoint], model: StageModel) -> list[_Placed]:
     """Ingest the events not seen yet, by event time; bumps the version if any."""
-    seen = {event_id for _, event_id in c.recent}
+    seen = {r[1] for r in c.recent}
     placed: list[_Placed] = []
     timed = [(utc(tp.occurred_at), tp.event_id, tp) for tp in events]
     for at, event_id, tp in sorted(timed, key=_BY_TIME):
@@ -139,7 +160,9 @@ def _ingest(c: Customer, events: Sequence[Touchpoint], model: StageModel) -> lis
         placed.append((tp, at, ok, decided))
     if placed:
         c.version += 1
-        c.saw(placed[0][1], placed[-1][1], [(at, tp.event_id) for tp, at, _, _ in placed])
+        c.saw(
+            placed[0][1], placed[-1][1], [(at, tp.event_id, counted(tp)) for tp, at, _, _ in placed]
+        )
     return placed
 
 

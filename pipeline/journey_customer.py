@@ -24,7 +24,7 @@ from pipeline.journey_build import (
 )
 from pipeline.journey_history import Gated, History
 from pipeline.stage_model import StageModel
-from schemas.journey import JourneyState, PendingEvent
+from schemas.journey import JourneyState, PendingEvent, RecentId
 from schemas.records import Touchpoint
 
 
@@ -40,7 +40,7 @@ class Customer:
     segment: str | None = None
     segment_since: datetime | None = None
     purchases: int = 0
-    recent: tuple[tuple[datetime, str], ...] = ()
+    recent: tuple[RecentId, ...] = ()
     firsts: dict[str, tuple[datetime, str]] = field(default_factory=dict)
     passed: dict[str, datetime] = field(default_factory=dict)
     closed_until: datetime | None = None
@@ -150,13 +150,34 @@ class Customer:
                 span.fold_pending(MAX_PENDING, history)
         return entries
 
-    def saw(self, first: datetime, last: datetime, ids: list[tuple[datetime, str]]) -> None:
-        """Note a batch: its first and last event times, its (at, event_id) pairs."""
+    def saw(self, first: datetime, last: datetime, ids: list[RecentId]) -> None:
+        """Note a batch: its first and last event times, its (at, event_id, counted)."""
         if self.first_seen is None or first < self.first_seen:
             self.first_seen = first
         if self.last_seen is None or last > self.last_seen:
             self.last_seen = last
         self.recent = (*self.recent, *ids)[-RECENT_IDS:]
+
+
+PURCHASE = "+purchase"
+"""The suffix of a recent id's ``counted`` when the event added to ``purchases``."""
+
+
+def counted(tp: Touchpoint) -> str:
+    """What :meth:`Customer.ingest` counted ``tp`` in: its channel, and ``purchases``."""
+    return tp.channel + PURCHASE if tp.event_type == "purchase" else tp.channel
+
+
+def uncount(touchpoints: dict[str, int], purchases: int, twice: list[str]) -> int:
+    """Take the events counted in both states of a merge (their ``counted``) out of the
+    summed ``touchpoints`` (changed in place); returns ``purchases`` corrected the same way."""
+    for tag in twice:
+        channel = tag.removesuffix(PURCHASE)
+        if touchpoints.get(channel, 0) > 0:
+            touchpoints[channel] -= 1
+        if tag.endswith(PURCHASE) and purchases > 0:
+            purchases -= 1
+    return purchases
 
 
 def _fold_passed(

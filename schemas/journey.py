@@ -19,6 +19,9 @@ from schemas.records import Record, TouchpointBatch
 
 GatedStep = tuple[str, str, bool]
 """(stage, after_stage or "", repeat): one rule whose stage depends on the history."""
+RecentId = tuple[AwareDatetime, str, str] | tuple[AwareDatetime, str]
+"""(occurred_at, event_id, counted) of an event a journey state saw; see
+:attr:`JourneyState.recent_ids`."""
 
 
 class StageEntry(Record):
@@ -77,8 +80,11 @@ class JourneyState(Record):
     """From ``properties.segment``: that of the latest event (by event time) naming one."""
     segment_since: AwareDatetime | None = None
     purchases: int = 0
-    recent_ids: tuple[tuple[AwareDatetime, str], ...] = ()
-    """(occurred_at, event_id) of the latest events, bounded: a repeat is skipped."""
+    recent_ids: tuple[RecentId, ...] = ()
+    """(occurred_at, event_id, counted) of the latest events, bounded: a repeat is skipped,
+    and an event that both states of a merge counted is counted once (``counted``: its
+    channel, ``+purchase`` when it added to ``purchases``). States written before
+    ``counted`` existed hold (occurred_at, event_id) pairs."""
     firsts: dict[str, tuple[AwareDatetime, str]] = Field(default_factory=dict)
     """Earliest (occurred_at, event_id) per "channel/event_type" named by a repeat rule."""
     passed: dict[str, AwareDatetime] = Field(default_factory=dict)

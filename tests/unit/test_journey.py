@@ -285,3 +285,32 @@ def test_merge_keeps_counters_and_survivor_segment() -> None:
     assert step.state.touchpoints == {"web": 2} and len(step.state.journeys) == 1
     assert {t.to_stage for t in step.transitions} == {"awareness", "purchase"}
     assert {(t.customer_id, t.to_stage) for t in step.retractions} == {("b", "purchase")}
+
+
+def test_an_event_both_states_counted_is_counted_once_by_the_merge() -> None:
+    """A replay after a crash can place an event under a customer's fallback id as well as
+    under the customer it is then merged into: the merge counts it once, either way round."""
+    shared = ev("purchase", 5, "y", customer="a")
+    a, _ = run([[ev("page_view", 0, "x", customer="a"), shared]])
+    b, _ = run([[shared.model_copy(update={"customer_id": "b"}), ev("login", 9, "z", customer="b")]])
+    one, _ = run([[ev("page_view", 0, "x"), ev("purchase", 5, "y"), ev("login", 9, "z")]])
+    for step in (merge(a, b, "a", MODEL), merge(b, a, "a", MODEL)):
+        assert step.state.touchpoints == one.touchpoints == {"web": 3}
+        assert step.state.purchases == one.purchases == 1
+        assert [r[1] for r in step.state.recent_ids] == ["x", "y", "z"]
+    assert merge(a, b, "a", MODEL) == merge(b, a, "a", MODEL)
+
+
+def test_states_of_an_older_version_still_load_and_merge() -> None:
+    """Recent ids written before ``counted`` existed are (at, event_id) pairs: they load and
+    advance, and a merge with them still counts a shared event once when the other state
+    says what it was counted in."""
+    a, _ = run([[ev("page_view", 0, "x", customer="a")]])
+    old = a.model_dump(mode="json")
+    old["recent_ids"] = [r[:2] for r in old["recent_ids"]]
+    legacy = JourneyState.model_validate(old)
+    assert legacy.recent_ids == ((T0, "x"),)
+    b, _ = run([[ev("page_view", 0, "x", customer="b")]])
+    assert merge(legacy, b, "a", MODEL).state.touchpoints == {"web": 1}
+    later, _ = run([[ev("login", 3, "w", customer="a")]], state=legacy)
+    assert [r[1] for r in later.recent_ids] == ["x", "w"]
