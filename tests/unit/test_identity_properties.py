@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import zlib
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -102,6 +103,37 @@ def test_guardrails_off_gives_the_connected_components(
     assert partition(graph) == reference_partition(links)
     for cluster in graph.clusters():  # named after one of its own nodes, never a foreign one
         assert cluster.customer_id in {fallback_customer_id(n) for n in cluster.nodes}
+
+
+def interleave(
+    links: Sequence[IdentityLink], partitions: int, rnd: random.Random
+) -> list[IdentityLink]:
+    """The links as the one resolver may see them with ``partitions`` raw partitions: each
+    link on the partition of its first identifier (producers key by identifier), each
+    partition's order kept, the partitions' streams merged in any order."""
+    queues: list[list[IdentityLink]] = [[] for _ in range(partitions)]
+    for link in links:
+        queues[zlib.crc32(link.nodes[0].encode()) % partitions].append(link)
+    merged: list[IdentityLink] = []
+    while any(queues):
+        queue = rnd.choice([q for q in queues if q])
+        merged.append(queue.pop(0))
+    return merged
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    link_logs(),
+    st.integers(1, 8),
+    st.randoms(use_true_random=False),
+    st.lists(st.integers(0, 100), max_size=5),
+)
+def test_any_partition_count_gives_the_connected_components(
+    links: list[IdentityLink], partitions: int, rnd: random.Random, cuts: list[int]
+) -> None:
+    graph = IdentityGraph()
+    feed(graph, batches(interleave(links, partitions, rnd), cuts), GuardrailConfig.off())
+    assert partition(graph) == reference_partition(links)
 
 
 def versions_of(out: ResolverOutput) -> list[int]:

@@ -292,7 +292,9 @@ def test_an_event_both_states_counted_is_counted_once_by_the_merge() -> None:
     under the customer it is then merged into: the merge counts it once, either way round."""
     shared = ev("purchase", 5, "y", customer="a")
     a, _ = run([[ev("page_view", 0, "x", customer="a"), shared]])
-    b, _ = run([[shared.model_copy(update={"customer_id": "b"}), ev("login", 9, "z", customer="b")]])
+    b, _ = run(
+        [[shared.model_copy(update={"customer_id": "b"}), ev("login", 9, "z", customer="b")]]
+    )
     one, _ = run([[ev("page_view", 0, "x"), ev("purchase", 5, "y"), ev("login", 9, "z")]])
     for step in (merge(a, b, "a", MODEL), merge(b, a, "a", MODEL)):
         assert step.state.touchpoints == one.touchpoints == {"web": 3}
@@ -314,3 +316,25 @@ def test_states_of_an_older_version_still_load_and_merge() -> None:
     assert merge(legacy, b, "a", MODEL).state.touchpoints == {"web": 1}
     later, _ = run([[ev("login", 3, "w", customer="a")]], state=legacy)
     assert [r[1] for r in later.recent_ids] == ["x", "w"]
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(event_sets, st.lists(st.sampled_from("ab+"), min_size=24, max_size=24))
+def test_states_that_share_events_merge_into_one_customer(
+    events: list[Touchpoint], sides: list[str]
+) -> None:
+    """Each event goes to state a, to b, or to both (+: replayed under two customer ids);
+    the merge equals one customer that saw every event once, in its counts too."""
+    pairs = list(zip(events, sides, strict=False))
+    mine = [e.model_copy(update={"customer_id": "a"}) for e, s in pairs if s in "a+"]
+    theirs = [e.model_copy(update={"customer_id": "b"}) for e, s in pairs if s in "b+"]
+    if not mine or not theirs:
+        return
+    a, _ = run([mine])
+    b, _ = run([theirs])
+    one, _ = run([[e.model_copy(update={"customer_id": "a"}) for e, _ in pairs]])
+    step = merge(a, b, "a", MODEL)
+    assert step == merge(b, a, "a", MODEL)
+    assert step.state.touchpoints == one.touchpoints and step.state.purchases == one.purchases
+    assert entries(step.state) == entries(one)
+    assert sorted(r[1] for r in step.state.recent_ids) == sorted(r[1] for r in one.recent_ids)
