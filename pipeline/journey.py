@@ -7,10 +7,12 @@ rows depend on the *set* of events seen, not on their arrival order:
 * a customer enters stage S at the first event (by occurred_at) of the journey mapping to S;
   the journey's current stage is the furthest stage entered (in the configured order);
 * a new journey starts after the model's inactivity gap. Its id is a hash of the customer
-  and its first event time *when first seen*, and then stays, so rows and stored
-  touchpoints stay joined: a late event that starts the journey earlier re-emits its rows
-  under the same key; one that bridges two journeys joins them under the earlier one's id
-  and retracts the other's rows. Only ids may thus depend on arrival order;
+  and the time of the event that opened it (the first to arrive that fits no kept journey;
+  events are placed in arrival order, so the id does not depend on how the arrivals were
+  cut into batches, as a replay after a crash cuts them otherwise), and then stays, so rows
+  and stored touchpoints stay joined: a late event that starts the journey earlier re-emits
+  its rows under the same key; one that bridges two journeys joins them under the earlier
+  one's id and retracts the other's rows. Only ids may thus depend on arrival order;
 * every changed row is re-emitted with the state's new version (the ReplacingMergeTree
   keyed by customer, journey and to_stage keeps the highest); gone keys get ``is_deleted``.
 
@@ -35,8 +37,8 @@ from schemas.journey import Journey, JourneyState, PendingEvent, RecentId, Stage
 from schemas.records import Touchpoint, trusted
 
 _V = TypeVar("_V", datetime, tuple[datetime, str])
-_BY_TIME = itemgetter(0, 1)
 _Placed = tuple[Touchpoint, datetime, bool, Decided]
+_BY_TIME = itemgetter(0, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +66,7 @@ class MergeStep:
 def advance(
     state: JourneyState | None, events: Sequence[Touchpoint], model: StageModel
 ) -> JourneyStep:
-    """Fold one customer's ``events`` (any order, late ones included) into ``state``.
+    """Fold one customer's ``events`` (in arrival order, late ones included) into ``state``.
 
     The events are taken as the state's customer's: their stamps carry its customer_id
     (an event stamped before a merge of customers may still carry the absorbed id)."""
@@ -148,22 +150,31 @@ def dropped_off(journey: Journey, now: datetime, model: StageModel) -> str | Non
 
 
 def _ingest(c: Customer, events: Sequence[Touchpoint], model: StageModel) -> list[_Placed]:
-    """Ingest the events not seen yet, by event time; bumps the version if any."""
+    """Ingest the events not seen yet, in arrival order; bumps the version if any.
+
+    Not by event time: a new journey's id comes from the event that opened it, and the
+    first of a batch by event time depends on where the batch was cut. A replay after a
+    crash (outputs sent, changelog entry lost) cuts the same messages differently, and a
+    journey keyed otherwise would leave the rows sent before the crash live for good."""
     seen = {r[1] for r in c.recent}
     placed: list[_Placed] = []
-    timed = [(utc(tp.occurred_at), tp.event_id, tp) for tp in events]
-    for at, event_id, tp in sorted(timed, key=_BY_TIME):
-        if event_id in seen:
+    for tp in events:
+        if tp.event_id in seen:
             continue
-        seen.add(event_id)
+        seen.add(tp.event_id)
+        at = utc(tp.occurred_at)
         ok, decided = c.ingest(tp, at, model)
         placed.append((tp, at, ok, decided))
-    if placed:
-        c.version += 1
-        c.saw(
-            placed[0][1], placed[-1][1], [(at, tp.event_id, counted(tp)) for tp, at, _, _ in placed]
-        )
+    if not placed:
+        return placed
+    placed.sort(key=_placed_by_time)  # recent ids and stamped events by event time
+    c.version += 1
+    c.saw(placed[0][1], placed[-1][1], [(at, tp.event_id, counted(tp)) for tp, at, _, _ in placed])
     return placed
+
+
+def _placed_by_time(item: _Placed) -> tuple[datetime, str]:
+    return item[1], item[0].event_id
 
 
 def _customer_of(events: Sequence[Touchpoint]) -> str:

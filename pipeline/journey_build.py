@@ -48,7 +48,7 @@ def note(marks: Marks, stage: str, mark: Mark) -> None:
 
 
 def journey_id(customer_id: str, start: datetime) -> str:
-    """A new journey's id: a hash of the customer and the journey's first event time."""
+    """A new journey's id: a hash of the customer and the time of the event that opened it."""
     micros = (start - _EPOCH) // _MICRO
     return blake2b(f"{customer_id}|{micros}".encode(), digest_size=8).hexdigest()
 
@@ -62,7 +62,7 @@ class Span:
     """A journey under construction: [start, last] and its summaries."""
 
     jid: str
-    """The journey id, fixed when the journey is first seen (see :func:`journey_id`)."""
+    """The journey id, fixed by the event that opened the journey (see :func:`journey_id`)."""
     start: datetime
     last: datetime
     resolved: Marks = field(default_factory=dict)

@@ -252,6 +252,25 @@ def test_any_arrival_order_gives_the_same_entries_and_rows(
     assert [j.current_stage for j in state.journeys] == furthest
 
 
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    event_sets,
+    st.randoms(use_true_random=False),
+    st.lists(st.integers(0, 30), max_size=6),
+    st.lists(st.integers(0, 30), max_size=6),
+)
+def test_one_arrival_order_in_any_batches_gives_the_same_journey_ids(
+    events: list[Touchpoint], rng: random.Random, cuts: list[int], other: list[int]
+) -> None:
+    """A replay after a crash takes the same messages in other batches: the journeys (and so
+    the keys of the rows already written) must not depend on where the batches were cut."""
+    rng.shuffle(events)
+    one, one_rows = run(split(events, cuts))
+    two, two_rows = run(split(events, other))
+    assert [j.journey_id for j in one.journeys] == [j.journey_id for j in two.journeys]
+    assert final(one_rows).keys() == final(two_rows).keys()
+
+
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(event_sets, st.lists(st.booleans(), min_size=24, max_size=24))
 def test_merge_is_commutative_and_equals_one_customer(
