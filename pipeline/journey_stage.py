@@ -106,10 +106,12 @@ class _Batch:
                 self.out.stamped.append(tp)  # not stitched: nothing to place it in
                 continue
             customer = self.part.current(tp.customer_id)
+            if customer != tp.customer_id:  # redirected: the survivor's event, by its id
+                tp = tp.model_copy(update={"customer_id": customer})
             if self.home(customer) == self.partition:
                 self.pending[customer].append(tp)
             else:
-                forward[self.home(customer)].append(tp.model_copy(update={"customer_id": customer}))
+                forward[self.home(customer)].append(tp)
         for target, records in forward.items():
             self.out.forward[target].append(TouchpointBatch(records=tuple(records)))
 

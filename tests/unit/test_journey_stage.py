@@ -114,3 +114,35 @@ def test_erasure_notice_drops_the_state_and_logs_it() -> None:
     restored.states[a] = part.states[b]  # whatever was there before
     restored.apply(JourneyChangelog.model_validate_json(out.changelog.model_dump_json()))
     assert a not in restored.states
+
+
+def test_a_replay_batched_differently_keys_the_same_journeys() -> None:
+    """After a crash between a batch's outputs and its changelog entry, the replay may take the
+    same messages in other batches; a new journey must get the same id (its rows are already
+    stored under it: another id would leave them live for good). Seen in the restart test: the
+    lost batch held only the first message, the replay both, the second an earlier event."""
+    a, _ = two_customers(True)
+    p = customer_partition(a, P)
+    msgs: list[Any] = [batch(ev("e1", 10, "product_view", a)), batch(ev("e2", 5, "page_view", a))]
+    lost = run_batch(PartitionState(), p, P, msgs[:1], MODEL)  # rows sent, changelog lost
+    replay = run_batch(PartitionState(), p, P, msgs, MODEL)
+    assert {t.journey_id for t in lost.transitions} == {t.journey_id for t in replay.transitions}
+    assert {j.journey_id for j in lost.journeys} == {j.journey_id for j in replay.journeys}
+
+
+def test_an_event_redirected_to_a_survivor_without_state_is_the_survivors() -> None:
+    """A merge notice before any of the absorbed id's events leaves only a redirect; a later
+    event still stamped with the absorbed id opens the survivor's state, under its id (not a
+    state keyed by the survivor but named and rowed after the absorbed id)."""
+    absorbed, survivor = two_customers(True)
+    p = customer_partition(absorbed, P)
+    part = PartitionState()
+    msgs: list[Any] = [
+        MergeNotice(absorbed=absorbed, survivor=survivor),
+        batch(ev("e1", 0, "page_view", absorbed)),
+    ]
+    out = run_batch(part, p, P, msgs, MODEL)
+    assert part.states[survivor].customer_id == survivor and absorbed not in part.states
+    assert {t.customer_id for t in out.transitions} == {survivor}
+    assert {t.customer_id for t in out.stamped} == {survivor}
+    assert [c.customer_id for c in out.customers] == [survivor]
