@@ -12,7 +12,10 @@ rows depend on the *set* of events seen, not on their arrival order:
   cut into batches, as a replay after a crash cuts them otherwise), and then stays, so rows
   and stored touchpoints stay joined: a late event that starts the journey earlier re-emits
   its rows under the same key; one that bridges two journeys joins them under the earlier
-  one's id and retracts the other's rows. Only ids may thus depend on arrival order;
+  one's id and retracts the other's rows. Only ids may thus depend on arrival order, and,
+  past ``MAX_JOURNEYS`` journeys, whether a very late event still reaches a journey that a
+  call folded away at its end (the journey stage calls once per message, so a replay
+  repeats the same calls);
 * every changed row is re-emitted with the state's new version (the ReplacingMergeTree
   keyed by customer, journey and to_stage keeps the highest); gone keys get ``is_deleted``.
 
@@ -133,7 +136,7 @@ def _union_recent(a: JourneyState, b: JourneyState) -> tuple[tuple[RecentId, ...
         tag = seen[2] if len(seen) == 3 else r[2] if len(r) == 3 else None
         if tag is not None:
             twice.append(tag)
-        union[r[1]] = min(seen, r, key=_BY_TIME) if len(seen) == len(r) else max(seen, r, key=len)
+        union[r[1]] = min(seen, r) if len(seen) == len(r) else max(seen, r, key=len)
     return tuple(sorted(union.values(), key=_BY_TIME)[-RECENT_IDS:]), twice
 
 

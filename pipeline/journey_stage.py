@@ -13,7 +13,11 @@ A partition of ``<prefix>.valid`` owns the journey states of the customers
 * :class:`StateHandoff`: :func:`~pipeline.journey.merge` into the survivor's state; the
   absorbed customer's rows are retracted. A repeated handoff (a replay) is skipped.
 
-Messages are applied in offset order; consecutive touchpoint batches are grouped.
+Messages are applied one at a time, in offset order, and each change of a state emits its
+rows (transitions and journeys) against the state just before it. So a batch's rows depend
+on its messages, never on how faust cut them into batches: a replay after a crash (outputs
+sent, changelog entry not written) may cut the same messages otherwise and still sends the
+rows the lost batch sent, with the same keys and versions; none stays live for good.
 """
 
 from __future__ import annotations
@@ -114,6 +118,7 @@ class _Batch:
                 forward[self.home(customer)].append(tp)
         for target, records in forward.items():
             self.out.forward[target].append(TouchpointBatch(records=tuple(records)))
+        self.flush()  # one message at a time: see the module docstring
 
     def flush(self) -> None:
         for customer, events in self.pending.items():
@@ -123,8 +128,9 @@ class _Batch:
             self.out.transitions += step.transitions
             self.out.duplicates += step.duplicates
             self.out.too_late += step.too_late
-            if step.state is not None:
+            if step.state is not None and step.state is not old:
                 self.part.states[customer] = step.state
+                self.out.journeys += journey_rows(old, step.state, self.model)
         self.pending.clear()
 
     def notice(self, msg: MergeNotice) -> None:
@@ -158,6 +164,7 @@ class _Batch:
         old = self._touch(survivor)
         step = merge(old or empty_state(survivor, absorbed), absorbed, survivor, self.model)
         self.part.states[survivor] = step.state
+        self.out.journeys += journey_rows(old, step.state, self.model)
         self.part.merged[absorbed.customer_id] = self.merged[absorbed.customer_id] = (
             absorbed.version
         )
@@ -180,7 +187,6 @@ class _Batch:
                 continue
             changed[customer] = state
             self.dropped.discard(customer)
-            self.out.journeys += journey_rows(self.before[customer], state, self.model)
             self.out.customers.append(profile_of(state))
         self.out.changelog = JourneyChangelog(
             states=changed,
