@@ -89,13 +89,14 @@ class BatchOutput:
 
 
 class _Batch:
-    """The working set of one batch: pending events, states before, changes."""
+    """The working set of one batch: pending events, customers touched, changes."""
 
     def __init__(self, part: PartitionState, partition: int, partitions: int, model: StageModel):
         self.part, self.partition, self.partitions, self.model = part, partition, partitions, model
         self.out = BatchOutput()
         self.pending: dict[str, list[Touchpoint]] = defaultdict(list)
-        self.before: dict[str, JourneyState | None] = {}
+        self.touched: dict[str, None] = {}
+        """Customers whose state the batch read or changed, in first-touch order."""
         self.dropped: set[str] = set()
         self.redirects: dict[str, str] = {}
         self.merged: dict[str, int] = {}
@@ -175,13 +176,13 @@ class _Batch:
 
     def _touch(self, customer_id: str) -> JourneyState | None:
         state = self.part.states.get(customer_id)
-        self.before.setdefault(customer_id, state)
+        self.touched[customer_id] = None
         return state
 
     def finish(self) -> BatchOutput:
         self.flush()
         changed: dict[str, JourneyState] = {}
-        for customer in self.before:
+        for customer in self.touched:
             state = self.part.states.get(customer)
             if state is None:
                 continue
